@@ -1,0 +1,1 @@
+"""Saliency methods, one per module; :mod:`explain.core.registry` imports them all."""

@@ -1,0 +1,350 @@
+"""The contract every saliency method implements, and the shared base of the gradient CAM family.
+
+A method is one class in one file of this package, registered under a stable key::
+
+    from explain.core.methods.base import CamMethod
+    from explain.core.registry import register_method
+
+    @register_method("gradcam")
+    class GradCam(CamMethod):
+        def weights(self, activations, gradients):       # B×K×h×w each
+            return gradients.mean(dim=(2, 3))             # B×K
+
+The engine (:func:`explain.core.engine.explain`) validates the parameters, picks the target
+classes, calls :meth:`Method.attribute` once for the whole batch and upsamples the raw map.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import Tensor
+
+from explain.core.handle import LAYER_ROLES, Classifier
+from explain.core.hooks import capture_layer
+
+PARAM_KINDS = ("int", "float", "bool", "choice", "layer", "ints")
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Param:
+    """One user-settable parameter of a method.
+
+    ``kind`` is one of ``int``, ``float``, ``bool``, ``choice``, ``layer`` (a sub-module name of
+    the classifier) or ``ints`` (a tuple of ints). For ``layer`` parameters a ``default`` of
+    ``None`` means "the classifier's default layer for ``role``"; a ``role`` of ``None`` means
+    "cam" for CNNs and "tokens" for ViTs.
+    """
+
+    name: str
+    kind: str
+    default: Any
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple = ()
+    help: str = ""
+    role: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind not in PARAM_KINDS:
+            raise ValueError(f"Param {self.name!r}: kind must be one of {PARAM_KINDS}, not {self.kind!r}")
+        if self.kind == "choice" and not self.choices:
+            raise ValueError(f"Param {self.name!r}: a 'choice' parameter needs choices")
+        if self.role is not None and self.role not in LAYER_ROLES:
+            raise ValueError(f"Param {self.name!r}: role must be one of {LAYER_ROLES}, not {self.role!r}")
+
+    # -- validation -----------------------------------------------------------------------
+    def validate(self, value: Any) -> Any:
+        """Coerce ``value`` (possibly a string from a form or the command line) to this kind.
+
+        Raises ``ValueError`` naming the parameter, the value and what is accepted.
+        Layer names are only checked for type here; :meth:`Method.resolve_params` checks
+        that the classifier has them.
+        """
+        kind = self.kind
+        try:
+            if kind == "int":
+                out = self._int(value)
+                self._check_range(out)
+            elif kind == "float":
+                if isinstance(value, bool):
+                    raise ValueError("a boolean is not a number")
+                out = float(value)
+                if not math.isfinite(out):
+                    raise ValueError("not a finite number")
+                self._check_range(out)
+            elif kind == "bool":
+                if isinstance(value, bool):
+                    out = value
+                elif isinstance(value, int) and value in (0, 1):
+                    out = bool(value)
+                elif isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+                    out = value.strip().lower() in _TRUE
+                else:
+                    raise ValueError("expected true/false")
+            elif kind == "choice":
+                out = value
+                if out not in self.choices:
+                    # forms send strings: accept the string spelling of a non-string choice
+                    matches = [c for c in self.choices if str(c) == str(value)]
+                    if not matches:
+                        raise ValueError(f"expected one of {list(self.choices)}")
+                    out = matches[0]
+            elif kind == "layer":
+                if value is None:
+                    return None
+                if not isinstance(value, str) or not value:
+                    raise ValueError("expected a layer name (a string)")
+                out = value
+            else:  # ints
+                if isinstance(value, str):
+                    parts = [p for p in value.replace(";", ",").replace(" ", ",").split(",") if p]
+                else:
+                    parts = list(value)
+                if not parts:
+                    raise ValueError("expected at least one integer")
+                out = tuple(self._int(p) for p in parts)
+                for item in out:
+                    self._check_range(item)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"parameter {self.name!r}: invalid value {value!r}: {exc}") from None
+        return out
+
+    @staticmethod
+    def _int(value: Any) -> int:
+        if isinstance(value, bool):
+            raise ValueError("a boolean is not an integer")
+        if isinstance(value, float):
+            if not value.is_integer():
+                raise ValueError("expected an integer")
+            return int(value)
+        if isinstance(value, str):
+            return int(value.strip())
+        if isinstance(value, int):
+            return int(value)
+        raise ValueError("expected an integer")
+
+    def _check_range(self, value: float) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise ValueError(f"must be >= {self.minimum}")
+        if self.maximum is not None and value > self.maximum:
+            raise ValueError(f"must be <= {self.maximum}")
+
+    def to_schema(self) -> dict:
+        """A JSON-able description the web forms are generated from."""
+        default = list(self.default) if isinstance(self.default, tuple) else self.default
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "default": default,
+            "minimum": self.minimum,
+            "maximum": self.maximum,
+            "choices": list(self.choices),
+            "help": self.help,
+            "role": self.role,
+        }
+
+
+def _layer_role(param: Param, classifier: Classifier) -> str:
+    if param.role is not None:
+        return param.role
+    return "tokens" if classifier.family == "vit" else "cam"
+
+
+class Method:
+    """A saliency method: ``attribute`` turns a batch and its target classes into raw maps.
+
+    Subclasses set the class variables and implement :meth:`attribute`. A method never changes
+    the classifier (parameters, gradients, training flag) and leaves no hook behind; use
+    :func:`explain.core.hooks.capture_layer` or :class:`explain.core.hooks.HookSession`.
+    """
+
+    key: ClassVar[str] = ""
+    aliases: ClassVar[tuple[str, ...]] = ()       # filled in by register_method
+    label: ClassVar[str] = ""
+    families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    params: ClassVar[tuple[Param, ...]] = ()
+    uses_gradients: ClassVar[bool] = False
+    #: ``attribute`` accepts a batch of many images with different targets (the enhancement
+    #: sends all windows in one call when this is true, one window per call otherwise).
+    batchable: ClassVar[bool] = True
+
+    def attribute(
+        self,
+        classifier: Classifier,
+        inputs: Tensor,
+        targets: Tensor,
+        params: Mapping[str, Any],
+        generator: torch.Generator | None,
+    ) -> Tensor:
+        """Raw saliency maps.
+
+        Args:
+            classifier: the model and what the methods need to know about it.
+            inputs: normalised batch ``B×3×S×S`` on ``classifier.device``.
+            targets: ``LongTensor[B]``, the class explained for each image.
+            params: the output of :meth:`resolve_params` (defaults filled, layers resolved).
+            generator: a seeded CPU ``torch.Generator`` for random methods, or ``None``.
+
+        Returns:
+            ``B×S×S`` or ``B×h×w`` float tensor; the engine upsamples bilinearly to ``S×S``
+            and clamps to non-negative finite values.
+        """
+        raise NotImplementedError
+
+    # -- parameters -----------------------------------------------------------------------
+    @classmethod
+    def param(cls, name: str) -> Param:
+        for p in cls.params:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+    @classmethod
+    def resolve_params(cls, classifier: Classifier, overrides: Mapping[str, Any] | None = None) -> dict:
+        """Defaults filled in, every value validated, layer roles resolved to layer names.
+
+        Unknown names raise ``ValueError`` listing the accepted ones.
+        """
+        overrides = dict(overrides or {})
+        known = {p.name for p in cls.params}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"method {cls.key!r} has no parameter(s) {unknown}; accepted: {sorted(known) or 'none'}"
+            )
+        resolved: dict[str, Any] = {}
+        for p in cls.params:
+            value = overrides.get(p.name, p.default)
+            value = p.validate(value) if value is not None or p.kind == "layer" else None
+            if p.kind == "layer":
+                if value is None:
+                    value = classifier.default_layer(_layer_role(p, classifier))
+                classifier.layer(value)  # raises a clear ValueError when absent
+            resolved[p.name] = value
+        return resolved
+
+    @classmethod
+    def schema(cls, classifier: Classifier | None = None) -> dict:
+        """The method's description for the web: key, label, families and parameter forms.
+
+        With a classifier, layer parameters list its hookable layers as choices and show the
+        resolved default.
+        """
+        params = []
+        for p in cls.params:
+            entry = p.to_schema()
+            if p.kind == "layer" and classifier is not None:
+                entry["choices"] = classifier.hookable_layers()
+                try:
+                    entry["default"] = p.default or classifier.default_layer(_layer_role(p, classifier))
+                except ValueError:
+                    entry["default"] = None
+            params.append(entry)
+        return {
+            "key": cls.key,
+            "aliases": list(cls.aliases),
+            "label": cls.label or cls.key,
+            "families": sorted(cls.families),
+            "uses_gradients": cls.uses_gradients,
+            "params": params,
+            "doc": (cls.__doc__ or "").strip(),
+        }
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.key!r}>"
+
+
+LAYER_PARAM = Param(
+    "layer", "layer", None,
+    help="Layer whose activations and gradients are used (default: the model's last conv block "
+         "for CNNs, the last block's normed tokens for ViTs).",
+)
+
+
+def batch_size_param(default: int = 64, what: str = "perturbed images") -> Param:
+    return Param("batch_size", "int", default, minimum=1, maximum=4096,
+                 help=f"How many {what} go through the model at once (memory vs speed).")
+
+
+def tokens_to_grid(tokens: Tensor, classifier: Classifier) -> Tensor:
+    """ViT tokens ``B×T×D`` → ``B×D×g×g`` without the class/prefix tokens (``g = √(T−prefix)``)."""
+    prefix = getattr(classifier.module, "num_prefix_tokens", None)
+    if not isinstance(prefix, int):
+        prefix = 1
+    b, t, d = tokens.shape
+    side = math.isqrt(t - prefix)
+    if side * side != t - prefix:
+        raise ValueError(
+            f"cannot reshape {t} tokens ({prefix} prefix) of model {classifier.name!r} to a square grid; "
+            "choose a layer whose output holds the patch tokens"
+        )
+    return tokens[:, prefix:, :].transpose(1, 2).reshape(b, d, side, side)
+
+
+def as_feature_map(x: Tensor, classifier: Classifier) -> Tensor:
+    """A layer's output as ``B×K×h×w``: CNN maps pass through, ViT tokens are reshaped."""
+    if x.dim() == 4:
+        return x
+    if x.dim() == 3 and classifier.family == "vit":
+        return tokens_to_grid(x, classifier)
+    raise ValueError(
+        f"layer output of shape {tuple(x.shape)} is not a B×K×h×w feature map"
+        + (" nor B×T×D tokens" if classifier.family == "vit" else "")
+        + "; choose a convolutional layer (or a transformer block for a ViT)"
+    )
+
+
+def activations_and_gradients(
+    classifier: Classifier, inputs: Tensor, targets: Tensor, layer: str
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One forward and one (truncated) backward pass for the whole batch.
+
+    Returns ``(A, G, logits)``: the layer's activations ``A`` (``B×K×h×w``; ViT tokens reshaped),
+    ``G = ∂ Σ_b logit_b[target_b] / ∂A`` (each image's gradient only depends on its own logit,
+    the model being in eval mode) and the logits ``B×C``. The backward pass stops at the layer
+    and computes no parameter gradient.
+    """
+    with capture_layer(classifier.module, classifier.layer(layer)) as cap:
+        logits = classifier.module(inputs)
+        score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
+        (grad,) = torch.autograd.grad(score, cap.activation)
+    act = cap.activation.detach()
+    return as_feature_map(act, classifier), as_feature_map(grad, classifier), logits.detach()
+
+
+class CamMethod(Method):
+    """Gradient class activation maps: one forward and one backward pass for the whole batch.
+
+    With ``A`` the activations ``B×K×h×w`` of the chosen layer and ``G = ∂F_c/∂A`` the gradient
+    of the raw target logit, the map is ``ReLU(Σ_k w_k A_k)`` (``B×h×w``). Subclasses override
+    :meth:`weights` (``B×K``) or, for maps that are not a weighted channel sum, :meth:`cam`.
+    For a ViT (``family == "vit"``) the ``B×T×D`` tokens are reshaped to ``B×D×g×g`` after
+    dropping the class/prefix tokens.
+    """
+
+    families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    params: ClassVar[tuple[Param, ...]] = (LAYER_PARAM,)
+    uses_gradients: ClassVar[bool] = True
+
+    def weights(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def cam(self, activations: Tensor, gradients: Tensor) -> Tensor:
+        w = self.weights(activations, gradients)
+        return torch.relu(torch.einsum("bk,bkhw->bhw", w, activations))
+
+    def attribute(self, classifier, inputs, targets, params, generator=None):
+        act, grad, _ = activations_and_gradients(classifier, inputs, targets, params["layer"])
+        return self.cam(act.float(), grad.float())
+
+
+__all__ = [
+    "Param", "Method", "CamMethod", "LAYER_PARAM", "batch_size_param", "tokens_to_grid",
+    "as_feature_map", "activations_and_gradients", "PARAM_KINDS",
+]
