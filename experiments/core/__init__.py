@@ -1,0 +1,1 @@
+"""The numerical core of experiments: protocols, metrics and data-set readers (no Django)."""
