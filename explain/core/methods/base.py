@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor
 
 from explain.core.handle import LAYER_ROLES, Classifier
 from explain.core.hooks import capture_layer
+from explain.core.ops import chunks
 
 PARAM_KINDS = ("int", "float", "bool", "choice", "layer", "ints")
 
@@ -197,6 +198,27 @@ class Method:
         """
         raise NotImplementedError
 
+    def explain_batch(
+        self,
+        classifier: Classifier,
+        inputs: Tensor,
+        targets: Tensor | None,
+        params: Mapping[str, Any],
+        generator: torch.Generator | None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """``(maps, logits, targets)`` for a batch; ``targets=None`` explains each top-1 class.
+
+        The engine calls this. The default runs one prediction pass, then :meth:`attribute`;
+        methods whose own passes already yield the logits of ``inputs`` override it to save
+        that pass (the gradient CAM family does).
+        """
+        with torch.no_grad():
+            logits = classifier.module(inputs).float()
+        if targets is None:
+            targets = logits.argmax(dim=1)
+        maps = self.attribute(classifier, inputs, targets, params, generator)
+        return maps, logits, targets
+
     # -- parameters -----------------------------------------------------------------------
     @classmethod
     def param(cls, name: str) -> Param:
@@ -301,21 +323,59 @@ def as_feature_map(x: Tensor, classifier: Classifier) -> Tensor:
 
 
 def activations_and_gradients(
-    classifier: Classifier, inputs: Tensor, targets: Tensor, layer: str
-) -> tuple[Tensor, Tensor, Tensor]:
+    classifier: Classifier, inputs: Tensor, targets: Tensor | None, layer: str
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One forward and one (truncated) backward pass for the whole batch.
 
-    Returns ``(A, G, logits)``: the layer's activations ``A`` (``B×K×h×w``; ViT tokens reshaped),
-    ``G = ∂ Σ_b logit_b[target_b] / ∂A`` (each image's gradient only depends on its own logit,
-    the model being in eval mode) and the logits ``B×C``. The backward pass stops at the layer
-    and computes no parameter gradient.
+    Returns ``(A, G, logits, targets)``: the layer's activations ``A`` (``B×K×h×w``; ViT tokens
+    reshaped), ``G = ∂ Σ_b logit_b[target_b] / ∂A`` (each image's gradient depends only on its
+    own logit, the model being in eval mode), the logits ``B×C`` and the targets (the top-1
+    classes when ``targets`` is ``None``). The backward pass stops at the layer and computes no
+    parameter gradient.
     """
     with capture_layer(classifier.module, classifier.layer(layer)) as cap:
         logits = classifier.module(inputs)
-        score = logits.gather(1, targets.view(-1, 1).to(logits.device)).sum()
+        if cap.activation is None:
+            raise ValueError(f"layer {layer!r} did not run during the forward pass of {classifier.name!r}")
+        if targets is None:
+            targets = logits.detach().argmax(dim=1)
+        targets = targets.to(logits.device)
+        score = logits.gather(1, targets.view(-1, 1)).sum()
         (grad,) = torch.autograd.grad(score, cap.activation)
     act = cap.activation.detach()
-    return as_feature_map(act, classifier), as_feature_map(grad, classifier), logits.detach()
+    return as_feature_map(act, classifier), as_feature_map(grad, classifier), logits.detach().float(), targets
+
+
+def layer_activations(classifier: Classifier, inputs: Tensor, layer: str) -> tuple[Tensor, Tensor]:
+    """One forward pass without gradients: ``(A, logits)``, ``A`` as ``B×K×h×w``."""
+    with capture_layer(classifier.module, classifier.layer(layer)) as cap, torch.no_grad():
+        logits = classifier.module(inputs)
+    if cap.activation is None:
+        raise ValueError(f"layer {layer!r} did not run during the forward pass of {classifier.name!r}")
+    return as_feature_map(cap.activation.detach(), classifier), logits
+
+
+def target_probabilities(
+    classifier: Classifier,
+    build: Callable[[slice], tuple[Tensor, Tensor]],
+    count: int,
+    batch_size: int,
+) -> Tensor:
+    """``softmax(F(x_i))[c_i]`` for ``count`` inputs built chunk by chunk.
+
+    ``build(sl)`` returns the inputs ``n×3×S×S`` and targets ``LongTensor[n]`` for the slice
+    ``sl`` of ``0…count−1``, so at most ``batch_size`` perturbed images exist at a time.
+    Returns a float32 tensor of length ``count`` on the classifier's device.
+    """
+    out = []
+    with torch.no_grad():
+        for sl in chunks(count, batch_size):
+            x, c = build(sl)
+            probs = torch.softmax(classifier.module(x).float(), dim=1)
+            out.append(probs.gather(1, c.view(-1, 1)).squeeze(1))
+    if not out:
+        return torch.zeros(0, device=classifier.device)
+    return torch.cat(out)
 
 
 class CamMethod(Method):
@@ -340,11 +400,16 @@ class CamMethod(Method):
         return torch.relu(torch.einsum("bk,bkhw->bhw", w, activations))
 
     def attribute(self, classifier, inputs, targets, params, generator=None):
-        act, grad, _ = activations_and_gradients(classifier, inputs, targets, params["layer"])
-        return self.cam(act.float(), grad.float())
+        return self.explain_batch(classifier, inputs, targets, params, generator)[0]
+
+    def explain_batch(self, classifier, inputs, targets, params, generator=None):
+        # The forward pass that feeds the gradients also gives the prediction: no extra pass.
+        act, grad, logits, targets = activations_and_gradients(classifier, inputs, targets, params["layer"])
+        return self.cam(act.float(), grad.float()), logits, targets
 
 
 __all__ = [
     "Param", "Method", "CamMethod", "LAYER_PARAM", "batch_size_param", "tokens_to_grid",
-    "as_feature_map", "activations_and_gradients", "PARAM_KINDS",
+    "as_feature_map", "activations_and_gradients", "layer_activations", "target_probabilities",
+    "PARAM_KINDS",
 ]

@@ -1,0 +1,197 @@
+"""The one entry point: ``explain(classifier, inputs, method) -> list[Explanation]``.
+
+::
+
+    from explain.core.engine import explain
+    from explain.core.zoo import load_classifier
+    clf = load_classifier("efficientnet_lite0")
+    [e] = explain(clf, x, "gradcam", enhance=True)      # x: 1×3×224×224 normalised
+    e.saliency, e.target, e.manifest["params"]
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+from explain.core.enhance import SlidingWindowEnhancement, finish_maps, resolve_enhance_params
+from explain.core.handle import Classifier
+from explain.core.hooks import HookSession
+from explain.core.methods.base import Method
+from explain.core.registry import get_method
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, eq=False)
+class Explanation:
+    """One image's explanation and everything needed to reproduce it.
+
+    ``saliency``: ``S×S`` float32 on the CPU, finite, non-negative (raw scale of the method;
+    in ``[0, 1]`` when enhanced). ``logits``/``probabilities``: ``C`` float32. ``manifest``:
+    JSON-able provenance (method, params, enhancement, layer, model, weights checksum, input
+    shape, library versions, seed, device, runtime).
+    """
+
+    saliency: Tensor
+    logits: Tensor
+    probabilities: Tensor
+    target: int
+    manifest: dict = field(default_factory=dict)
+
+    def top(self, k: int = 5) -> list[tuple[int, float]]:
+        """The ``k`` most probable classes as ``(index, probability)``."""
+        values, indices = self.probabilities.topk(min(k, self.probabilities.numel()))
+        return [(int(i), float(v)) for i, v in zip(indices, values)]
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for name in ("torchvision", "timm", "zennit"):
+        try:
+            module = __import__(name)
+            versions[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            versions[name] = "absent"
+    return versions
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    return value
+
+
+def _check_inputs(classifier: Classifier, inputs: Tensor) -> Tensor:
+    if not isinstance(inputs, Tensor):
+        raise TypeError(f"inputs must be a torch.Tensor (B×3×S×S, normalised), not {type(inputs).__name__}")
+    if inputs.dim() == 3:
+        inputs = inputs.unsqueeze(0)
+    if inputs.dim() != 4 or inputs.shape[1] != 3 or inputs.shape[0] < 1:
+        raise ValueError(f"inputs must be B×3×S×S (normalised), got shape {tuple(inputs.shape)}")
+    if inputs.shape[-1] != inputs.shape[-2]:
+        raise ValueError(f"inputs must be square, got {tuple(inputs.shape[-2:])}; use imaging.preprocess")
+    if not inputs.is_floating_point():
+        raise TypeError(f"inputs must be a floating point tensor, not {inputs.dtype}")
+    if not torch.isfinite(inputs).all():
+        raise ValueError("inputs contain NaN or infinite values")
+    return inputs.detach().to(classifier.device, torch.float32)
+
+
+def _check_targets(classifier: Classifier, targets, batch: int) -> Tensor | None:
+    if targets is None:
+        return None
+    t = torch.as_tensor(targets, dtype=torch.long).reshape(-1)
+    if t.numel() == 1 and batch > 1:
+        t = t.expand(batch)
+    if t.numel() != batch:
+        raise ValueError(f"got {t.numel()} targets for a batch of {batch} images")
+    bad = [int(v) for v in t if not 0 <= int(v) < classifier.num_classes]
+    if bad:
+        raise ValueError(f"target class(es) {bad} out of range for {classifier.name!r} ({classifier.num_classes} classes)")
+    return t.clone().to(classifier.device)
+
+
+def explain(
+    classifier: Classifier,
+    inputs: Tensor,
+    method: str | Method,
+    *,
+    targets: Tensor | list[int] | int | None = None,
+    params: Mapping[str, Any] | None = None,
+    enhance: bool | Mapping[str, Any] | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> list[Explanation]:
+    """Explain each image of a batch with one method (optionally enhanced).
+
+    Args:
+        classifier: model and metadata (:class:`explain.core.handle.Classifier`).
+        inputs: normalised ``B×3×S×S`` (or ``3×S×S``) float tensor.
+        method: a registry key (or alias) or a :class:`Method` instance.
+        targets: class per image (int, list or ``LongTensor[B]``); default each image's top-1.
+        params: method parameter overrides; validated, defaults filled, layers resolved.
+        enhance: ``None``/``False``, ``True`` (defaults) or a dict of enhancement parameters.
+        seed: seeds the ``torch.Generator`` handed to random methods (fresh for every call).
+        batch_size: overrides the method's ``batch_size`` parameter where it has one.
+
+    Returns:
+        One :class:`Explanation` per image. A batch gives the same maps as the images one by one;
+        the model is left exactly as it was (parameters, gradients, training flags, hooks).
+    """
+    started = time.perf_counter()
+    m = get_method(method) if isinstance(method, str) else method
+    if not isinstance(m, Method):
+        raise TypeError(f"method must be a registry key or a Method instance, not {type(method).__name__}")
+    if classifier.family not in m.families:
+        raise ValueError(
+            f"method {m.key!r} supports {sorted(m.families)} models only; "
+            f"{classifier.name!r} is a {classifier.family!r} model"
+        )
+    overrides = dict(params or {})
+    if batch_size is not None:
+        if not any(p.name == "batch_size" for p in m.params):
+            logger.debug("method %s has no batch_size parameter; ignoring batch_size=%s", m.key, batch_size)
+        else:
+            overrides["batch_size"] = batch_size
+    resolved = m.resolve_params(classifier, overrides)
+    enhance_params = resolve_enhance_params(enhance)
+    x = _check_inputs(classifier, inputs)
+    wanted = _check_targets(classifier, targets, x.shape[0])
+    size = tuple(x.shape[-2:])
+    runner = SlidingWindowEnhancement(m, **enhance_params) if enhance_params else m
+
+    with HookSession(classifier.module):
+        if m.batchable:
+            generator = torch.Generator().manual_seed(int(seed))
+            maps, logits, chosen = runner.explain_batch(classifier, x, wanted, resolved, generator)
+            maps = finish_maps(maps, size)
+        else:
+            # One image per call, each with a fresh generator: a batch equals the images one by one.
+            parts = []
+            for i in range(x.shape[0]):
+                generator = torch.Generator().manual_seed(int(seed))
+                one = None if wanted is None else wanted[i:i + 1]
+                mp, lg, tg = runner.explain_batch(classifier, x[i:i + 1], one, resolved, generator)
+                parts.append((finish_maps(mp, size), lg, tg))
+            maps = torch.cat([p[0] for p in parts])
+            logits = torch.cat([p[1] for p in parts])
+            chosen = torch.cat([p[2] for p in parts])
+    seconds = time.perf_counter() - started
+
+    logits = logits.detach().float().cpu()
+    probabilities = torch.softmax(logits, dim=1)
+    maps = maps.detach().float().cpu().contiguous()
+    manifest_common = {
+        "method": m.key,
+        "params": _jsonable(resolved),
+        "enhance": _jsonable(enhance_params),
+        "layer": resolved.get("layer"),
+        "model": classifier.name,
+        "model_family": classifier.family,
+        "weights_checksum": classifier.weights_checksum,
+        "input_shape": [1, *x.shape[1:]],
+        "batch_size_images": int(x.shape[0]),
+        "versions": library_versions(),
+        "seed": int(seed),
+        "device": str(classifier.device),
+        "seconds": seconds,
+        "seconds_per_image": seconds / x.shape[0],
+    }
+    return [
+        Explanation(
+            saliency=maps[i].clone(),
+            logits=logits[i].clone(),
+            probabilities=probabilities[i].clone(),
+            target=int(chosen[i]),
+            manifest={**manifest_common, "target": int(chosen[i])},
+        )
+        for i in range(x.shape[0])
+    ]

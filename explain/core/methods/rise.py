@@ -1,0 +1,84 @@
+"""RISE (Petsiuk, Das, Saenko, BMVC 2018)."""
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.ops import chunks
+from explain.core.registry import register_method
+
+
+def rise_grids(count: int, cells: int, p: float, size: int, generator: torch.Generator | None):
+    """The random part of RISE: ``count×cells×cells`` binary grids and per-mask shifts ``count×2``.
+
+    Drawn on the CPU from ``generator`` so a seed gives the same masks on any device.
+    """
+    grids = (torch.rand(count, 1, cells, cells, generator=generator) < p).float()
+    cell = math.ceil(size / cells)
+    shifts = torch.randint(0, cell, (count, 2), generator=generator)
+    return grids, shifts
+
+
+def rise_masks(grids: Tensor, shifts: Tensor, size: int) -> Tensor:
+    """Soft masks ``n×size×size``: grids upsampled bilinearly to ``(s+1)·⌈size/s⌉``, cropped at the shifts."""
+    cells = grids.shape[-1]
+    big = (cells + 1) * math.ceil(size / cells)
+    up = F.interpolate(grids, size=(big, big), mode="bilinear", align_corners=False)[:, 0]   # n×big×big
+    ar = torch.arange(size, device=grids.device)
+    rows = (shifts[:, 0, None] + ar)[:, :, None]                 # n×size×1
+    cols = (shifts[:, 1, None] + ar)[:, None, :]                 # n×1×size
+    n = torch.arange(grids.shape[0], device=grids.device)[:, None, None]
+    return up[n, rows, cols]
+
+
+@register_method("rise")
+class Rise(Method):
+    """RISE: the class probability averaged over random soft masks, weighted by each mask.
+
+    ``N`` binary ``s×s`` grids (each cell kept with probability ``p``) are upsampled bilinearly
+    to ``(s+1)·⌈S/s⌉`` and cropped at a random shift to soft masks ``M_i`` (``S×S``); map
+    ``Σ_i softmax(F(I ⊙ M_i))_c · M_i / (N · p)`` (``B×S×S``; the product is taken in the
+    model's normalised input space). A black box: works on any model family. The masks come
+    from the seeded ``generator`` and are shared by every image of a batch.
+    Defaults ``N = 4000``, ``s = 7``, ``p = 0.5``. Petsiuk et al., BMVC 2018.
+
+    Example::
+
+        [e] = explain(classifier, x, "rise", params={"masks": 2000}, seed=1)
+    """
+
+    label: ClassVar[str] = "RISE"
+    families: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
+    params: ClassVar[tuple[Param, ...]] = (
+        Param("masks", "int", 4000, minimum=1, maximum=100000, help="Number N of random masks."),
+        Param("cells", "int", 7, minimum=1, maximum=64, help="Grid size s (s×s cells per mask)."),
+        Param("p", "float", 0.5, minimum=0.01, maximum=1.0, help="Probability that a cell is kept."),
+        batch_size_param(64, "masked images"),
+    )
+
+    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
+        b = inputs.shape[0]
+        size = int(inputs.shape[-1])
+        if inputs.shape[-2] != size:
+            raise ValueError(f"RISE expects square inputs, got {tuple(inputs.shape[-2:])}")
+        n = params["masks"]
+        grids, shifts = rise_grids(n, params["cells"], params["p"], size, generator)
+        grids, shifts = grids.to(inputs.device), shifts.to(inputs.device)
+        targets = targets.to(inputs.device).view(-1, 1)
+        sal = torch.zeros(b, size, size, device=inputs.device)
+        # Each model batch holds `per` masks for all B images.
+        per = max(1, params["batch_size"] // b)
+        with torch.no_grad():
+            for sl in chunks(n, per):
+                masks = rise_masks(grids[sl], shifts[sl], size)                     # m×S×S
+                x = (inputs[:, None] * masks[None, :, None].to(inputs.dtype)).flatten(0, 1)
+                probs = torch.softmax(classifier.module(x).float(), dim=1)
+                probs = probs.view(b, masks.shape[0], probs.shape[-1])                    # B×m×C
+                scores = probs.gather(2, targets[:, :, None].expand(-1, masks.shape[0], 1))[..., 0]  # B×m
+                sal += torch.einsum("bm,mhw->bhw", scores, masks)
+        return sal / (n * params["p"])
