@@ -1,0 +1,212 @@
+"""LRP for CNNs with zennit: composites (which rule for which layer) and canonizers (model rewrites).
+
+Rules (Montavon et al., "Layer-wise relevance propagation: an overview", 2019; Kohlbrenner et
+al., "Towards best practice in explaining neural network decisions with LRP", IJCNN 2020):
+
+- ``epsilon_plus_box`` (default): z^B at the first convolution (bounded by the normalised image
+  of an all-black and an all-white picture), z⁺ (= α1β0) in every other convolution, ε in the
+  dense layers; activations pass relevance unchanged, average pools and sums split it in
+  proportion to the contributions.
+- ``epsilon_gamma_box``: the same with the γ-rule (γ = 0.25) instead of z⁺ in the convolutions.
+- ``epsilon_plus_flat``: the flat rule at the first layer instead of z^B.
+
+Canonizers make the model fit the rules and are undone on exit:
+
+- batch norm is folded into the preceding convolution (:class:`MergeBatchNormAtomic`, which,
+  unlike zennit's ``SequentialMergeBatchNorm``, also finds timm's ``BatchNormAct2d`` — a batch
+  norm with its activation inside — and sets the folded norm's ``eps`` to 0 so it is exactly the
+  identity);
+- residual additions become a zennit ``Sum`` module, so the sum rule splits relevance between
+  the branches instead of the gradient copying it to both: zennit's canonizers for torchvision
+  ResNet blocks, and :class:`TimmResidualCanonizer` for timm's ``InvertedResidual`` and
+  ``DepthwiseSeparableConv`` (EfficientNet, MobileNet).
+
+Conservation: the z⁺/γ rules drop negative biases' share, the ε-rule gives ``ε`` and the biases
+their share, so ``Σ R_input`` equals the explained logit exactly only for bias-free layers
+and ``ε → 0``; with biases it is approximate (measured in ``tests/engine/test_lrp_cnn.py``).
+Squeeze-excitation gates (multiplications) are not covered by a rule: models with them get the
+gradient there, which does not conserve relevance; EfficientNet-Lite has none.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+from zennit.attribution import Gradient
+from zennit.canonizers import AttributeCanonizer, MergeBatchNorm
+from zennit.composites import EpsilonGammaBox, EpsilonPlusFlat, SpecialFirstLayerMapComposite, layer_map_base
+from zennit.layer import Sum
+from zennit.rules import Epsilon, ZBox, ZPlus
+from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
+from zennit.types import BatchNorm, Convolution, Linear
+
+from explain.core.hooks import HookSession
+
+logger = logging.getLogger(__name__)
+
+COMPOSITES = ("epsilon_plus_box", "epsilon_gamma_box", "epsilon_plus_flat")
+
+
+def _leaves_with_atomic_norms(module: nn.Module):
+    """Modules in registration order, where a batch norm counts as a leaf even if it has children."""
+    children = list(module.children())
+    if isinstance(module, BatchNorm) or not children:
+        yield module
+        return
+    for child in children:
+        yield from _leaves_with_atomic_norms(child)
+
+
+class MergeBatchNormAtomic(MergeBatchNorm):
+    """Fold every batch norm that directly follows a convolution/linear layer into that layer.
+
+    Adjacency is judged in registration order (as zennit's ``SequentialMergeBatchNorm``) with
+    batch norms treated as leaves, so timm's ``BatchNormAct2d(norm + activation)`` is found
+    too. The folded norm keeps its activation; its ``eps`` is set to 0 for the duration so it
+    computes exactly the identity (zennit leaves ``eps``, a ``1/√(1+eps)`` scale).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self._eps = None
+
+    def apply(self, root_module: nn.Module) -> list["MergeBatchNormAtomic"]:
+        instances = []
+        previous = None
+        for leaf in _leaves_with_atomic_norms(root_module):
+            if isinstance(previous, self.linear_type) and isinstance(leaf, self.batch_norm_type):
+                instance = self.copy()
+                instance.register((previous,), leaf)
+                instances.append(instance)
+            previous = leaf
+        return instances
+
+    def register(self, linears, batch_norm) -> None:
+        self._eps = batch_norm.eps
+        super().register(linears, batch_norm)
+        batch_norm.eps = 0.0
+
+    def remove(self) -> None:
+        super().remove()
+        self.batch_norm.eps = self._eps
+
+
+def _timm_block_types() -> tuple[type, ...]:
+    from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
+
+    return DepthwiseSeparableConv, InvertedResidual
+
+
+class TimmResidualCanonizer(AttributeCanonizer):
+    """Route the skip addition of timm's inverted-residual blocks through a zennit ``Sum``.
+
+    timm computes ``x = drop_path(f(x)) + shortcut`` with a bare ``+``, whose gradient gives both
+    operands the full relevance. The replacement ``forward`` is the same computation with the
+    addition done by a ``Sum`` module, which the composites map to the sum (z) rule. Blocks
+    without a skip (stride 2 or a change of width) are left alone.
+    """
+
+    def __init__(self):
+        super().__init__(self._attribute_map)
+
+    @classmethod
+    def _attribute_map(cls, name: str, module: nn.Module):
+        depthwise, inverted = _timm_block_types()
+        if type(module) is inverted and module.has_skip:
+            return {"forward": cls._inverted_forward.__get__(module), "canonizer_sum": Sum()}
+        if type(module) is depthwise and module.has_skip:
+            return {"forward": cls._depthwise_forward.__get__(module), "canonizer_sum": Sum()}
+        return None
+
+    @staticmethod
+    def _inverted_forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        if self.conv_s2d is not None:
+            x = self.bn_s2d(self.conv_s2d(x))
+        x = self.bn1(self.conv_pw(x))
+        x = self.bn2(self.conv_dw(x))
+        x = self.se(self.aa(x))
+        x = self.bn3(self.conv_pwl(x))
+        return self.canonizer_sum(torch.stack([shortcut, self.drop_path(x)], dim=-1))
+
+    @staticmethod
+    def _depthwise_forward(self, x: Tensor) -> Tensor:
+        shortcut = x
+        if self.conv_s2d is not None:
+            x = self.bn_s2d(self.conv_s2d(x))
+        x = self.bn1(self.conv_dw(x))
+        x = self.se(self.aa(x))
+        x = self.bn2(self.conv_pw(x))
+        return self.canonizer_sum(torch.stack([shortcut, self.drop_path(x)], dim=-1))
+
+    def copy(self) -> "TimmResidualCanonizer":
+        return TimmResidualCanonizer()
+
+
+def canonizers() -> list:
+    """Canonizers for every CNN the site loads; each one is a no-op on models it does not match."""
+    return [
+        MergeBatchNormAtomic(),
+        ResNetBottleneckCanonizer(),
+        ResNetBasicBlockCanonizer(),
+        TimmResidualCanonizer(),
+    ]
+
+
+def make_composite(name: str, low: Tensor, high: Tensor, epsilon: float = 1e-6):
+    """The zennit composite ``name`` (one of :data:`COMPOSITES`) with fresh canonizers.
+
+    ``low``/``high`` are the input bounds for z^B, shaped like the input batch.
+    """
+    if name == "epsilon_plus_box":
+        layer_map = layer_map_base() + [(Convolution, ZPlus()), (torch.nn.Linear, Epsilon(epsilon=epsilon))]
+        first_map = [(Convolution, ZBox(low=low, high=high))]
+        return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=first_map, canonizers=canonizers())
+    if name == "epsilon_gamma_box":
+        return EpsilonGammaBox(low=low, high=high, epsilon=epsilon, canonizers=canonizers())
+    if name == "epsilon_plus_flat":
+        return EpsilonPlusFlat(epsilon=epsilon, canonizers=canonizers())
+    raise ValueError(f"unknown LRP composite {name!r}; choose one of {list(COMPOSITES)}")
+
+
+def cnn_relevance(
+    model: nn.Module,
+    inputs: Tensor,
+    output_relevance: Callable[[Tensor], Tensor] | Tensor,
+    *,
+    low: Tensor,
+    high: Tensor,
+    composite: str = "epsilon_plus_box",
+    epsilon: float = 1e-6,
+) -> tuple[Tensor, Tensor]:
+    """Relevance of every input pixel and channel, ``B×3×H×W``, and the logits ``B×C``.
+
+    Args:
+        model: a CNN in eval mode (left exactly as it was: canonizers and hooks are undone,
+            training flags and parameter gradients restored).
+        inputs: normalised batch ``B×3×H×W``.
+        output_relevance: ``B×C`` relevance of the logits, or a function of the logits giving it
+            (e.g. the one-hot mask times the logits, to explain the logit itself).
+        low, high: bounds of the normalised input, broadcastable to ``inputs``.
+        composite: one of :data:`COMPOSITES`; epsilon: of the ε-rule in the dense layers.
+
+    The logits are those of the canonized model, equal to the original's up to float rounding.
+    """
+    x = inputs.detach().clone().requires_grad_(True)
+    low = (low.to(x) + torch.zeros_like(x)).detach()
+    high = (high.to(x) + torch.zeros_like(x)).detach()
+    rules = make_composite(composite, low, high, epsilon)
+    with HookSession(model) as session:
+        session.freeze_parameters()
+        model.eval()
+        with Gradient(model=model, composite=rules) as attributor:
+            logits, relevance = attributor(x, output_relevance)
+    return relevance.detach(), logits.detach()
+
+
+__all__ = [
+    "COMPOSITES", "MergeBatchNormAtomic", "TimmResidualCanonizer", "canonizers", "make_composite",
+    "cnn_relevance",
+]

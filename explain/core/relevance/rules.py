@@ -1,0 +1,155 @@
+"""Layer-wise relevance propagation rules as explicit tensor formulas (no autograd tricks).
+
+Each function takes a layer's forward inputs and the relevance ``R`` of its output and returns
+the relevance of its inputs. Notation (Montavon et al., "Layer-wise relevance propagation: an
+overview", 2019): ``z_ij = x_i w_ij`` is the contribution of input ``i`` to output ``j``,
+``z_j = Σ_i z_ij`` and ``R_i = Σ_j (z_ij / z_j) R_j``. Every rule here leaves out biases, so the
+total relevance is conserved exactly (``Σ_i R_i = Σ_j R_j``) except where a denominator is
+zero; there the relevance of that output is dropped, as in Chefer et al.'s reference code.
+
+All functions are batched: the leading dimension is the batch and nothing is summed across it.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn.grad import conv2d_input
+
+#: Added to every non-zero denominator with its sign, so tiny denominators do not explode.
+STABILIZER = 1e-9
+
+
+def safe_divide(numerator: Tensor, denominator: Tensor, eps: float = STABILIZER) -> Tensor:
+    """``numerator / (denominator ± eps)`` with the sign of the denominator, and 0 where it is 0.
+
+    Zero denominators come from dead units (e.g. every contribution clamped away by the
+    α1β0 rule); their relevance has nowhere to go and is dropped rather than turned into NaN.
+    """
+    sign = torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
+    stabilized = denominator + eps * sign
+    return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / stabilized)
+
+
+def per_sample_sum(x: Tensor) -> Tensor:
+    """Sum over every dimension but the first (batch): ``B×…`` → ``B``."""
+    return x.reshape(x.shape[0], -1).sum(dim=1)
+
+
+def _broadcast_batch(values: Tensor, like: Tensor) -> Tensor:
+    """A ``B`` vector shaped to broadcast against ``like`` (``B×…``)."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def linear_alpha_beta(x: Tensor, weight: Tensor, relevance: Tensor, alpha: float = 1.0) -> Tensor:
+    """The αβ rule for ``y = x Wᵀ`` (bias ignored), Bach et al. 2015.
+
+    Args:
+        x: inputs ``…×I``.
+        weight: ``O×I``.
+        relevance: ``…×O``.
+        alpha: ``α ≥ 1``; ``β = α − 1``. ``α = 1`` is the z⁺ (α1β0) rule Chefer et al. use.
+
+    Positive contributions ``z⁺_ij = x⁺_i w⁺_ij + x⁻_i w⁻_ij`` receive ``α`` times the output
+    relevance in proportion to their share of ``z⁺_j``, negative ones ``β`` times theirs; the
+    total is conserved because ``α − β = 1``.
+
+    Returns:
+        ``…×I``.
+    """
+    if alpha < 1:
+        raise ValueError(f"alpha must be >= 1 (beta = alpha - 1 >= 0), not {alpha}")
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+
+    def share(w_for_pos_x: Tensor, w_for_neg_x: Tensor) -> Tensor:
+        z = x_pos @ w_for_pos_x.T + x_neg @ w_for_neg_x.T
+        s = safe_divide(relevance, z)
+        return x_pos * (s @ w_for_pos_x) + x_neg * (s @ w_for_neg_x)
+
+    activators = share(w_pos, w_neg)
+    if alpha == 1:
+        return activators
+    inhibitors = share(w_neg, w_pos)
+    return alpha * activators - (alpha - 1) * inhibitors
+
+
+def conv2d_zbox(
+    x: Tensor,
+    weight: Tensor,
+    relevance: Tensor,
+    low: Tensor,
+    high: Tensor,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """The z^B rule for an input convolution whose inputs lie in ``[low, high]`` (bias ignored).
+
+    ``z_ij = x_i w_ij − l_i w⁺_ij − h_i w⁻_ij`` is non-negative for every input in the box,
+    so relevance is split by how far each pixel pushes the output beyond its bounds
+    (Montavon et al., Pattern Recognition 2017).
+
+    Args:
+        x: ``B×C×H×W`` inputs; ``low``/``high`` broadcast to it (e.g. ``1×C×1×1`` per-channel bounds
+            of the normalised image, or ``B×1×1×1`` per-image minimum/maximum).
+        weight: ``O×C/groups×k×k``; ``relevance``: ``B×O×h×w``.
+
+    Returns:
+        ``B×C×H×W``.
+    """
+    low = (low + torch.zeros_like(x))
+    high = (high + torch.zeros_like(x))
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
+    z = conv(x, weight) - conv(low, w_pos) - conv(high, w_neg)
+    s = safe_divide(relevance, z)
+    back = lambda w: conv2d_input(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
+    return x * back(weight) - low * back(w_pos) - high * back(w_neg)
+
+
+def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
+    """LRP-0 for the bilinear product ``Z = a @ b`` with the halving of Chefer et al. 2021.
+
+    ``a``: ``…×n×k``, ``b``: ``…×k×m``, ``relevance``: ``…×n×m``. Under the z-rule each operand
+    alone receives the whole relevance (``Σ a ⊙ ∂Z/∂a ⊙ S = Σ R``), so each share is halved.
+    This equals the normalisation by each operand's share of the absolute relevance (their
+    sums are equal), which is how the paper states it.
+
+    Returns:
+        ``(R_a, R_b)`` shaped like ``a`` and ``b``.
+    """
+    s = safe_divide(relevance, a @ b)
+    r_a = a * (s @ b.transpose(-1, -2))
+    r_b = b * (a.transpose(-1, -2) @ s)
+    return r_a / 2, r_b / 2
+
+
+def add_normalized(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
+    """Relevance of the two operands of ``Z = a + b`` (a residual connection), Chefer et al. 2021.
+
+    First the z-rule: ``R_a = a ⊙ R / Z``, ``R_b = b ⊙ R / Z``. Then each operand's relevance is
+    rescaled so that its total is its share of the absolute totals times the output total,
+    ``Σ R̄_a = |Σ R_a| / (|Σ R_a| + |Σ R_b|) · Σ R`` (and likewise for ``b``), which conserves
+    ``Σ R̄_a + Σ R̄_b = Σ R`` even where ``a`` and ``b`` cancel. Sums run over each sample
+    (the reference code, written for batches of one, sums over the whole tensor).
+
+    Shapes: ``a``, ``b`` broadcast to ``relevance`` (``B×…``); the results have its shape.
+    """
+    a = a.expand_as(relevance)
+    b = b.expand_as(relevance)
+    s = safe_divide(relevance, a + b)
+    r_a, r_b = a * s, b * s
+    sum_a, sum_b, total = per_sample_sum(r_a), per_sample_sum(r_b), per_sample_sum(relevance)
+    norm = sum_a.abs() + sum_b.abs()
+    target_a = safe_divide(sum_a.abs(), norm) * total
+    target_b = safe_divide(sum_b.abs(), norm) * total
+    r_a = r_a * _broadcast_batch(safe_divide(target_a, sum_a), r_a)
+    r_b = r_b * _broadcast_batch(safe_divide(target_b, sum_b), r_b)
+    return r_a, r_b
+
+
+__all__ = [
+    "STABILIZER", "safe_divide", "per_sample_sum", "linear_alpha_beta", "conv2d_zbox",
+    "matmul_z", "add_normalized",
+]

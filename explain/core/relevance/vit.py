@@ -1,0 +1,327 @@
+"""Relevance propagation through timm's ``VisionTransformer`` (Chefer, Gur, Wolf, CVPR 2021).
+
+The reference implementation rebuilds the ViT from layers that each know how to propagate
+relevance. Here the timm model the site loads runs unchanged: :func:`trace_vit` records,
+with forward hooks, every tensor the rules need (block inputs, normed tokens, q/k/v, the
+attention maps, MLP hidden units, the class-token features), and :func:`propagate` applies
+the rules of :mod:`explain.core.relevance.rules` from the logits back to the pixels:
+
+=====================  ==========================================================
+operation              rule
+=====================  ==========================================================
+Linear (head, qkv,     αβ with ``α = 1`` (z⁺), bias ignored
+proj, fc1, fc2)
+LayerNorm, GELU,       relevance passes unchanged (as in the reference code)
+softmax, LayerScale,
+dropout
+``A @ V``, ``Q @ Kᵀ``  z-rule on both operands, each half of the relevance
+residual ``x + f(x)``, z-rule, then each operand's share of the absolute
+``tokens + pos_embed``  relevance, rescaled to conserve the total
+branching (``x`` used  relevances of the branches summed
+twice)
+class-token pooling    all relevance to the class token
+patch embedding conv   z^B with the normalised image's bounds
+=====================  ==========================================================
+
+Every rule conserves the total, so ``Σ R`` is the same at every block boundary (up to
+relevance dropped at zero denominators and float rounding), whether or not the layers have
+biases. At the input, ``Σ R_pixels + R_pos_embed + R_class_token = Σ R_logits``: the share
+of the two learnt embeddings is not attributed to pixels (the reference code drops it too).
+
+Shapes: ``B`` images, ``N = 1 + g·g`` tokens, ``D`` width, ``h`` heads, ``d = D / h``.
+"""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from explain.core.hooks import HookSession
+from explain.core.relevance.rules import (
+    add_normalized,
+    conv2d_zbox,
+    linear_alpha_beta,
+    matmul_z,
+    per_sample_sum,
+)
+
+try:  # timm is a runtime dependency; keep the import failure readable
+    from timm.layers import Attention, Mlp
+    from timm.models.vision_transformer import Block, VisionTransformer
+except ImportError as error:  # pragma: no cover - timm is pinned in requirements.txt
+    raise ImportError("explain.core.relevance.vit needs timm (pip install -r requirements.txt)") from error
+
+
+def check_vit(model: nn.Module) -> None:
+    """Raise ``ValueError`` naming the first feature of ``model`` the propagation does not cover.
+
+    Supported: timm ``VisionTransformer`` with one class token, learnt absolute position
+    embeddings added after the class token is prepended, class-token pooling, pre-norm
+    ``Block``\\ s with plain ``Attention`` (no q/k norm, no gate) and ``Mlp``; any depth,
+    width, number of heads, patch and image size (e.g. ``vit_base_patch16_224``, DeiT without
+    distillation token).
+    """
+    if not isinstance(model, VisionTransformer):
+        raise ValueError(
+            f"relevance propagation for ViTs needs a timm VisionTransformer, not {type(model).__name__}"
+        )
+    problems = []
+    if model.cls_token is None or model.num_prefix_tokens != 1:
+        problems.append("exactly one class token and no register tokens")
+    if model.global_pool != "token" or model.attn_pool is not None:
+        problems.append("class-token pooling (global_pool='token')")
+    if model.pos_embed is None or model.no_embed_class or model.dynamic_img_size:
+        problems.append("a fixed position embedding covering the class token")
+    if not isinstance(model.fc_norm, nn.Identity) or not isinstance(model.norm_pre, nn.Identity):
+        problems.append("no fc_norm/norm_pre")
+    if not isinstance(model.patch_embed.proj, nn.Conv2d):
+        problems.append("a convolutional patch embedding")
+    for index, block in enumerate(model.blocks):
+        if type(block) is not Block or type(block.attn) is not Attention or type(block.mlp) is not Mlp:
+            problems.append(f"plain Block/Attention/Mlp (block {index} is {type(block).__name__})")
+            break
+        attn = block.attn
+        if not (isinstance(attn.q_norm, nn.Identity) and isinstance(attn.k_norm, nn.Identity)) or attn.gate is not None:
+            problems.append(f"attention without q/k norm or gate (block {index})")
+            break
+    if problems:
+        raise ValueError(
+            f"this {type(model).__name__} is outside what ViT relevance propagation supports: it needs "
+            + "; ".join(problems)
+            + ". Use a CAM method for this model instead."
+        )
+
+
+@contextlib.contextmanager
+def unfused_attention(model: nn.Module) -> Iterator[None]:
+    """Run timm attention through its explicit softmax path so hooks see the attention maps.
+
+    timm's ``Attention`` calls ``scaled_dot_product_attention`` when ``fused_attn`` is true,
+    which never materialises ``softmax(QKᵀ/√d)``. The flag is switched off per module for the
+    block and restored afterwards, also when an exception escapes.
+    """
+    saved = [(m, m.fused_attn) for m in model.modules() if isinstance(m, Attention)]
+    try:
+        for module, _ in saved:
+            module.fused_attn = False
+        yield
+    finally:
+        for module, flag in saved:
+            module.fused_attn = flag
+
+
+@dataclass
+class BlockTrace:
+    """What one ``Block`` computed, all detached except ``attn_graph``."""
+
+    x_in: Tensor = None          # B×N×D   block input
+    normed1: Tensor = None       # B×N×D   norm1(x_in), the qkv input
+    qkv: Tensor = None           # B×N×3D  qkv(normed1) (bias included: these are the operands)
+    attn_graph: Tensor = None    # B×h×N×N softmax(QKᵀ/√d), still attached to the autograd graph
+    attn_out: Tensor = None      # B×N×D   (A V) with heads merged, the proj input
+    branch1: Tensor = None       # B×N×D   ls1(attn(...)), added to x_in
+    normed2: Tensor = None       # B×N×D   norm2(x_mid), the fc1 input
+    hidden: Tensor = None        # B×N×H   GELU(fc1(...)), the fc2 input
+    branch2: Tensor = None       # B×N×D   ls2(mlp(...)), added to x_mid
+
+    @property
+    def attn(self) -> Tensor:
+        return self.attn_graph.detach()
+
+
+@dataclass
+class ViTTrace:
+    """One forward pass of a timm ViT with everything relevance propagation needs."""
+
+    model: nn.Module
+    pixels: Tensor                       # B×3×H×W   normalised input (requires grad)
+    patch_tokens: Tensor = None          # B×(N−1)×D patch_embed output
+    pooled: Tensor = None                # B×D       head input (the normed class token)
+    logits: Tensor = None                # B×C       attached to the graph
+    blocks: list[BlockTrace] = field(default_factory=list)
+
+    def attention_gradients(self, targets: Tensor) -> list[Tensor]:
+        """``∂ logit_b[target_b] / ∂A`` for every block: a list of ``B×h×N×N``.
+
+        One backward pass for the batch; each image's gradient depends on its own logit only
+        (the model is in eval mode, images do not interact).
+        """
+        score = self.logits.gather(1, targets.view(-1, 1).to(self.logits.device)).sum()
+        grads = torch.autograd.grad(score, [b.attn_graph for b in self.blocks])
+        return [g.detach() for g in grads]
+
+
+def trace_vit(model: nn.Module, inputs: Tensor, *, with_grad: bool = True) -> ViTTrace:
+    """Run ``model`` on ``inputs`` (``B×3×H×W``) once, recording every block's internals.
+
+    With ``with_grad=False`` no autograd graph is built (enough for attention rollout);
+    :meth:`ViTTrace.attention_gradients` then cannot be used. The model is left exactly as it was: hooks are removed, ``fused_attn`` flags, training
+    flags and parameter gradients restored (:class:`explain.core.hooks.HookSession`).
+    Parameters are frozen for the pass, so no parameter gradient is ever computed.
+    """
+    check_vit(model)
+    trace = ViTTrace(model=model, pixels=inputs.detach().clone().requires_grad_(with_grad))
+    trace.blocks = [BlockTrace() for _ in model.blocks]
+    calls = {"blocks": 0}
+
+    def keep_output(record, name, attached=False):
+        def hook(module, args, output):
+            setattr(record, name, output if attached else output.detach())
+        return hook
+
+    def keep_input(record, name):
+        def hook(module, args):
+            setattr(record, name, args[0].detach())
+        return hook
+
+    def count_block(module, args):
+        calls["blocks"] += 1
+
+    grad_mode = contextlib.nullcontext() if with_grad else torch.no_grad()
+    with HookSession(model, enable_grad=with_grad) as session, unfused_attention(model), grad_mode:
+        session.freeze_parameters()
+        session.forward_hook(model.patch_embed, keep_output(trace, "patch_tokens"))
+        session.forward_pre_hook(model.head, keep_input(trace, "pooled"))
+        for block, record in zip(model.blocks, trace.blocks):
+            session.forward_pre_hook(block, count_block)
+            session.forward_pre_hook(block, keep_input(record, "x_in"))
+            session.forward_hook(block.norm1, keep_output(record, "normed1"))
+            session.forward_hook(block.attn.qkv, keep_output(record, "qkv"))
+            session.forward_hook(block.attn.attn_drop, keep_output(record, "attn_graph", attached=True))
+            session.forward_pre_hook(block.attn.proj, keep_input(record, "attn_out"))
+            session.forward_hook(block.ls1, keep_output(record, "branch1"))
+            session.forward_hook(block.norm2, keep_output(record, "normed2"))
+            session.forward_pre_hook(block.mlp.fc2, keep_input(record, "hidden"))
+            session.forward_hook(block.ls2, keep_output(record, "branch2"))
+        model.eval()  # dropout and stochastic depth off; the session restores the flags
+        trace.logits = model(trace.pixels)
+    if calls["blocks"] != len(model.blocks):
+        raise ValueError(
+            f"expected each of the {len(model.blocks)} blocks to run once, saw {calls['blocks']} block calls; "
+            "relevance propagation needs the standard VisionTransformer.forward"
+        )
+    return trace
+
+
+@dataclass
+class ViTRelevance:
+    """Relevance at every level of a ViT for a batch (all tensors detached).
+
+    ``attention[b]`` is the relevance reaching block ``b``'s attention map (``B×h×N×N``,
+    after the halving at ``A @ V``), what Transformer Attribution multiplies with the gradient.
+    ``totals`` holds ``Σ R`` per image (``B``) at each level, for conservation checks:
+    ``"logits"``, ``"pooled"``, ``"block0"``… (input of each block), ``"blocks_out"``,
+    ``"patch_tokens"``, ``"pos_embed"``, ``"class_token"`` and ``"pixels"``.
+    """
+
+    pixels: Tensor | None                 # B×3×H×W, or None when stopped before the embedding
+    attention: list[Tensor]
+    totals: dict[str, Tensor]
+
+
+def _block_relevance(block: nn.Module, rec: BlockTrace, relevance: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Relevance at a block's input from the relevance at its output; also the attention's (B×h×N×N)."""
+    b, n, dim = rec.x_in.shape
+    heads = block.attn.num_heads
+    head_dim = block.attn.head_dim
+
+    # x_out = x_mid + ls2(mlp(norm2(x_mid)))
+    x_mid = rec.x_in + rec.branch1
+    r_mid, r_branch = add_normalized(x_mid, rec.branch2, relevance)
+    r_hidden = linear_alpha_beta(rec.hidden, block.mlp.fc2.weight, r_branch, alpha)
+    # GELU, LayerNorm and LayerScale pass relevance unchanged
+    r_mid = r_mid + linear_alpha_beta(rec.normed2, block.mlp.fc1.weight, r_hidden, alpha)
+
+    # x_mid = x_in + ls1(attn(norm1(x_in)))
+    r_in, r_branch = add_normalized(rec.x_in, rec.branch1, r_mid)
+    r_attn_out = linear_alpha_beta(rec.attn_out, block.attn.proj.weight, r_branch, alpha)
+    r_attn_out = r_attn_out.reshape(b, n, heads, head_dim).transpose(1, 2)       # B×h×N×d
+    q, k, v = rec.qkv.reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)   # each B×h×N×d
+    r_attn, r_v = matmul_z(rec.attn, v, r_attn_out)
+    # softmax passes relevance unchanged; Q Kᵀ is bilinear like A V (the 1/√d scale cancels)
+    r_q, r_kt = matmul_z(q, k.transpose(-1, -2), r_attn)
+    r_qkv = torch.stack([r_q, r_kt.transpose(-1, -2), r_v])                   # 3×B×h×N×d
+    r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(b, n, 3 * heads * head_dim)
+    r_in = r_in + linear_alpha_beta(rec.normed1, block.attn.qkv.weight, r_qkv, alpha)
+    return r_in, r_attn
+
+
+def propagate(
+    trace: ViTTrace,
+    output_relevance: Tensor,
+    *,
+    low: Tensor | None = None,
+    high: Tensor | None = None,
+    alpha: float = 1.0,
+    to_pixels: bool = True,
+) -> ViTRelevance:
+    """Propagate ``output_relevance`` (``B×C``, e.g. a one-hot or the target logit) to the pixels.
+
+    Args:
+        trace: from :func:`trace_vit`.
+        output_relevance: relevance of the logits, ``B×C``.
+        low, high: bounds of the normalised input for the z^B rule at the patch embedding,
+            broadcastable to ``B×3×H×W`` (e.g. ``1×3×1×1``). ``None`` takes each image's own
+            minimum and maximum, as the reference code does.
+        alpha: of the αβ rule in the linear layers (``β = α − 1``; Chefer et al. use 1).
+        to_pixels: ``False`` stops after the first block (Transformer Attribution and partial
+            LRP need only the attention relevances); ``pixels`` is then ``None``.
+    """
+    model = trace.model
+    totals: dict[str, Tensor] = {"logits": per_sample_sum(output_relevance)}
+    with torch.no_grad():
+        r_pooled = linear_alpha_beta(trace.pooled, model.head.weight, output_relevance.to(trace.pooled.dtype), alpha)
+        totals["pooled"] = per_sample_sum(r_pooled)
+        tokens = trace.blocks[-1].x_in
+        relevance = torch.zeros_like(tokens)
+        relevance[:, 0] = r_pooled            # class-token pooling; the final LayerNorm passes it
+        totals["blocks_out"] = per_sample_sum(relevance)
+        attention: list[Tensor] = [None] * len(trace.blocks)
+        for index in reversed(range(len(trace.blocks))):
+            relevance, attention[index] = _block_relevance(model.blocks[index], trace.blocks[index], relevance, alpha)
+            totals[f"block{index}"] = per_sample_sum(relevance)
+        if not to_pixels:
+            return ViTRelevance(pixels=None, attention=attention, totals=totals)
+
+        # tokens = cat(class token, patch tokens) + pos_embed
+        b = relevance.shape[0]
+        cls = model.cls_token.detach().expand(b, -1, -1)
+        embedded = torch.cat([cls, trace.patch_tokens], dim=1)
+        r_embedded, r_pos = add_normalized(embedded, model.pos_embed.detach(), relevance)
+        totals["pos_embed"] = per_sample_sum(r_pos)
+        totals["class_token"] = r_embedded[:, 0].sum(dim=-1)
+        r_patches = r_embedded[:, 1:]
+        totals["patch_tokens"] = per_sample_sum(r_patches)
+
+        proj = model.patch_embed.proj
+        x = trace.pixels.detach()
+        grid = proj(x).shape[-2:]
+        r_conv = r_patches.transpose(1, 2).reshape(b, -1, *grid)
+        if low is None or high is None:
+            flat = x.reshape(b, -1)
+            low = flat.min(dim=1).values.view(b, 1, 1, 1)
+            high = flat.max(dim=1).values.view(b, 1, 1, 1)
+        r_pixels = conv2d_zbox(
+            x, proj.weight, r_conv, low.to(x), high.to(x),
+            stride=proj.stride, padding=proj.padding, dilation=proj.dilation, groups=proj.groups,
+        )
+        totals["pixels"] = per_sample_sum(r_pixels)
+    return ViTRelevance(pixels=r_pixels, attention=attention, totals=totals)
+
+
+def class_token_row(matrix: Tensor, model: nn.Module) -> Tensor:
+    """Row of the class token without its own column, on the patch grid: ``B×N×N`` → ``B×gh×gw``."""
+    grid = tuple(model.patch_embed.grid_size)
+    row = matrix[:, 0, 1:]
+    if row.shape[-1] != grid[0] * grid[1]:
+        raise ValueError(f"{row.shape[-1]} patch tokens do not fill the model's {grid[0]}×{grid[1]} patch grid")
+    return row.reshape(-1, *grid)
+
+
+__all__ = [
+    "check_vit", "unfused_attention", "trace_vit", "propagate", "ViTTrace", "BlockTrace",
+    "ViTRelevance", "class_token_row",
+]
