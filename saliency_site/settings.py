@@ -88,6 +88,7 @@ INSTALLED_APPS = [
     "explain",
     "experiments",
     "frontend",
+    "sharing",
 ]
 
 MIDDLEWARE = [
@@ -125,6 +126,9 @@ if not DATABASE_URL:
     # with this hint instead.
     DATABASE_URL = "postgres://postgres@127.0.0.1:1/start-the-site-with-run-or-set-DATABASE_URL"
 DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=env_int("DB_CONN_MAX_AGE", 60))}
+if os.environ.get("SALIENCY_TEST_DATABASE"):
+    # `./run test` names a test database per run, so that two runs on one server never collide.
+    DATABASES["default"]["TEST"] = {"NAME": os.environ["SALIENCY_TEST_DATABASE"]}
 if not DATABASES["default"]["ENGINE"].endswith("postgresql"):
     raise ImproperlyConfigured(f"DATABASE_URL must point to PostgreSQL, got engine {DATABASES['default']['ENGINE']}")
 

@@ -1,0 +1,144 @@
+"""Fixtures shared by the whole suite: a real Celery worker and a real browser.
+
+Run through ``./run test``, which starts embedded PostgreSQL and Redis and passes their
+addresses in ``DATABASE_URL`` / ``CELERY_BROKER_URL``.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _database_url(settings_dict: dict) -> str:
+    """A URL for the database Django is using now (the test database inside a test run)."""
+    host = settings_dict.get("HOST") or settings_dict.get("OPTIONS", {}).get("host", "")
+    port = settings_dict.get("PORT") or ""
+    user = settings_dict.get("USER") or ""
+    password = settings_dict.get("PASSWORD") or ""
+    auth = f"{quote(user)}:{quote(password)}@" if password else f"{quote(user)}@"
+    if host.startswith("/"):
+        return f"postgres://{auth}/{settings_dict['NAME']}?host={host}"
+    return f"postgres://{auth}{host}{':' + str(port) if port else ''}/{settings_dict['NAME']}"
+
+
+class WorkerProcess:
+    """A real ``celery worker`` subprocess consuming both queues of the test broker."""
+
+    def __init__(self, database_url: str, name: str = "testworker"):
+        self.database_url = database_url
+        self.name = name
+        self.process: subprocess.Popen | None = None
+        self.log_path = BASE_DIR / "data" / "test" / f"{name}.log"
+
+    def start(self, timeout: float = 90) -> "WorkerProcess":
+        from saliency_site.celery import app
+
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "saliency_site", "worker", "--queues", "gpu,default",
+             "--concurrency", "1", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
+             "--without-gossip", "--without-mingle"],
+            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Celery worker exited with {self.process.returncode}; see {self.log_path}")
+            replies = app.control.ping(timeout=0.5) or []
+            if any(self.name in next(iter(reply)) for reply in replies):
+                return self
+        raise RuntimeError(f"the Celery worker did not answer within {timeout:.0f} s; see {self.log_path}")
+
+    def kill(self) -> None:
+        """Kill the worker and its pool children at once (a crash, not a shutdown)."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+@pytest.fixture(scope="session")
+def worker_database_url(django_db_setup, django_db_blocker) -> str:
+    from django.db import connection
+
+    return _database_url(connection.settings_dict)
+
+
+@pytest.fixture(scope="session")
+def celery_worker(worker_database_url):
+    """A real Celery worker for the session. Tests that use it must commit their rows
+    (``transactional_db`` or ``live_server``), since the worker reads them over its own connection."""
+    from saliency_site.celery import app
+
+    app.control.purge()
+    worker = WorkerProcess(worker_database_url).start()
+    yield worker
+    worker.stop()
+
+
+@pytest.fixture()
+def worker_factory(worker_database_url):
+    """Start (and finally stop) extra named workers, e.g. to kill one mid-run and start another."""
+    started: list[WorkerProcess] = []
+
+    def start(name: str) -> WorkerProcess:
+        worker = WorkerProcess(worker_database_url, name=name).start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Debian Chromium driven by Playwright (no browser download)."""
+    if CHROMIUM is None:
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed: browser tests must run in CI")
+        pytest.skip("chromium is not installed (apt install chromium): browser test skipped")
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; Django's live server must
+    # still be allowed to touch the database from the test.
+    os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                  "--disable-dev-shm-usage"],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture()
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
