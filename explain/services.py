@@ -1,10 +1,71 @@
-"""Writes and side effects of the explain app."""
+"""Writes and side effects of the explain app.
+
+Every function here is keyword-only and named ``<entity>_<action>``. Domain errors are
+``ValueError`` subclasses (the core's ``WeightsMissing``, ``WeightsInvalid``, ``ImageError``,
+parameter validation, and :class:`InputError` here); the API maps them to 4xx in one place.
+"""
 from __future__ import annotations
 
-from django.db import transaction
+import dataclasses
+import hashlib
+import io
+import logging
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Mapping
 
-from .core import zoo
-from .models import ClassifierModel
+import numpy as np
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from .core import custom, imaging, registry, zoo
+from .core.enhance import resolve_enhance_params
+from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
+
+logger = logging.getLogger(__name__)
+
+#: Largest image file accepted (bytes); the pixel limit is ``imaging.MAX_PIXELS``.
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+class InputError(ValueError):
+    """A request the user can fix (unknown method, class out of range, name taken, …)."""
+
+
+class NotAvailable(ValueError):
+    """The work cannot run here (e.g. a model's weights are not installed)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Sample photographs shipped with scikit-image (offline).
+
+SAMPLES: dict[str, str] = {
+    "chelsea": "Chelsea the cat",
+    "coffee": "Cup of coffee",
+    "astronaut": "Astronaut",
+    "rocket": "Rocket launch",
+}
+
+
+def _sample_image(key: str):
+    from PIL import Image
+    import skimage.data
+
+    if key not in SAMPLES:
+        raise InputError(f"unknown sample {key!r}; choose one of {sorted(SAMPLES)}")
+    return Image.fromarray(getattr(skimage.data, key)()).convert("RGB")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def _describe_builtin(name: str) -> dict:
+    spec = zoo.get_spec(name)
+    module = spec.build(1000)
+    return {"layers": [n for n, _ in module.named_modules() if n]}
 
 
 @transaction.atomic
@@ -24,7 +85,331 @@ def builtin_models_sync() -> list[ClassifierModel]:
                 "class_names": list(zoo.imagenet_class_names()),
                 "weights_present": path is not None,
                 "weights_sha256": zoo.sha256_of(path) if path is not None else "",
+                "default_layers": dict(spec.default_layers),
+                "preprocessing": {"mean": list(spec.mean), "std": list(spec.std),
+                                  "input_size": spec.input_size, "resize_size": spec.resize_size},
             },
         )
         rows.append(row)
     return rows
+
+
+def classifier_model_layers_ensure(*, model: ClassifierModel) -> ClassifierModel:
+    """Record the hookable layers of a built-in the first time a form needs them (builds the net once)."""
+    if not model.layers and model.is_builtin:
+        model.layers = _describe_builtin(model.builtin_key)["layers"]
+        model.save(update_fields=["layers", "updated_at"])
+    return model
+
+
+def classifier_model_upload(*, owner, name: str, architecture: str, weights, class_names_text: str | None = None
+                            ) -> ClassifierModel:
+    """Validate an uploaded weights file for ``architecture`` and keep it as the owner's model.
+
+    ``weights`` is a Django ``UploadedFile`` (or any file object with ``chunks()``/``read()``).
+    Checks, before anything is saved: the name is free, the file loads without running code,
+    its keys and shapes fit, the class list matches the head, one forward pass works.
+    Raises ``WeightsInvalid``/``InputError``/``ValueError`` whose message says what is wrong.
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InputError("give the model a name")
+    if len(name) > 100:
+        raise InputError("a model name has at most 100 characters")
+    custom.get_architecture(architecture)
+    if ClassifierModel.objects.filter(owner=owner, name=name).exists():
+        raise InputError(f"you already have a model called {name!r}; choose another name")
+    size = getattr(weights, "size", None)
+    if size is not None and size > settings.MAX_WEIGHTS_UPLOAD_BYTES:
+        raise InputError(f"the weights file is {size / 2**20:.0f} MB; at most "
+                         f"{settings.MAX_WEIGHTS_UPLOAD_BYTES / 2**20:.0f} MB are accepted")
+    class_names = custom.parse_class_names(class_names_text) if class_names_text else None
+    original = Path(getattr(weights, "name", "weights.pth") or "weights.pth").name
+    suffix = ".safetensors" if original.endswith(".safetensors") else ".pth"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"upload{suffix}"
+        with open(path, "wb") as out:
+            for chunk in (weights.chunks() if hasattr(weights, "chunks") else [weights.read()]):
+                out.write(chunk)
+        info = custom.inspect_upload(architecture, path, class_names)
+    row = ClassifierModel(
+        owner=owner, name=name, architecture=architecture, family=info.family,
+        num_classes=info.num_classes, class_names=list(info.class_names), weights_present=True,
+        layers=info.layers, default_layers=info.default_layers, preprocessing=info.preprocessing,
+    )
+    relative = row.weights_file.field.generate_filename(row, "weights.safetensors")
+    target = Path(settings.MEDIA_ROOT) / relative
+    row.weights_sha256 = custom.save_weights(info.state, target)
+    row.weights_file.name = relative
+    try:
+        with transaction.atomic():
+            row.save()
+    except IntegrityError:
+        target.unlink(missing_ok=True)
+        raise InputError(f"you already have a model called {name!r}; choose another name") from None
+    logger.info("user %s uploaded model %r (%s, %d classes)", owner.pk, name, architecture, info.num_classes)
+    return row
+
+
+def classifier_model_rename(*, model: ClassifierModel, name: str) -> ClassifierModel:
+    if model.is_builtin:
+        raise InputError("built-in models cannot be renamed")
+    name = (name or "").strip()
+    if not name or len(name) > 100:
+        raise InputError("a model name has 1 to 100 characters")
+    if ClassifierModel.objects.filter(owner=model.owner, name=name).exclude(pk=model.pk).exists():
+        raise InputError(f"you already have a model called {name!r}; choose another name")
+    model.name = name
+    model.save(update_fields=["name", "updated_at"])
+    return model
+
+
+def classifier_model_delete(*, model: ClassifierModel) -> None:
+    if model.is_builtin:
+        raise InputError("built-in models cannot be deleted")
+    path = Path(model.weights_file.path) if model.weights_file else None
+    model.delete()
+    if path is not None:
+        transaction.on_commit(lambda: path.unlink(missing_ok=True))
+
+
+def classifier_load(*, model: ClassifierModel, device=None):
+    """The model's :class:`Classifier`, cached per worker process (built-in zoo or an upload)."""
+    if model.is_builtin:
+        return zoo.load_classifier(model.builtin_key, device=device)
+    if not model.weights_file:
+        raise zoo.WeightsMissing(f"{model.name} has no weights file")
+    return custom.custom_classifier(
+        name=model.name, architecture=model.architecture, weights_path=Path(model.weights_file.path),
+        class_names=model.class_names, default_layers=model.default_layers,
+        preprocessing=model.preprocessing, checksum=model.weights_sha256, device=device,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Method settings
+
+
+def method_params_validate(*, model: ClassifierModel, method_key: str, params: Mapping[str, Any]) -> dict:
+    """Validated parameter values (JSON-able) for ``method_key`` on ``model``; raise ``ValueError``."""
+    cls = registry.get_method_class(method_key)
+    known = {p.name: p for p in cls.params}
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise InputError(f"method {method_key!r} has no parameter(s) {unknown}; accepted: {sorted(known) or 'none'}")
+    out: dict[str, Any] = {}
+    for key, raw in params.items():
+        if raw is None or raw == "":
+            continue  # "use the default"
+        value = known[key].validate(raw)
+        if known[key].kind == "layer":
+            classifier_model_layers_ensure(model=model)
+            if value not in model.layers:
+                raise InputError(f"parameter 'layer': {model.name} has no layer {value!r}; pick one from the list")
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+def enhance_params_validate(*, params: Mapping[str, Any]) -> dict:
+    cleaned = {k: v for k, v in params.items() if v is not None and v != ""}
+    resolved = resolve_enhance_params(cleaned)
+    return {k: resolved[k] for k in cleaned}
+
+
+def method_setting_save(*, owner, model: ClassifierModel, method_key: str, params: Mapping[str, Any],
+                        enhance_params: Mapping[str, Any] | None = None) -> MethodSetting:
+    """Save (create or replace) ``owner``'s parameters for ``method_key`` on ``model``."""
+    method_key = registry.get_method_class(method_key).key  # aliases store under the key
+    clean = method_params_validate(model=model, method_key=method_key, params=params)
+    clean_enhance = enhance_params_validate(params=enhance_params or {})
+    setting, _ = MethodSetting.objects.update_or_create(
+        owner=owner, model=model, method_key=method_key,
+        defaults={"params": clean, "enhance_params": clean_enhance},
+    )
+    return setting
+
+
+def method_setting_reset(*, owner, model: ClassifierModel, method_key: str) -> None:
+    """Back to the built-in defaults for that method on that model."""
+    MethodSetting.objects.filter(owner=owner, model=model, method_key=method_key).delete()
+
+
+# ---------------------------------------------------------------------------------------------
+# Images
+
+
+def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage:
+    """Store an uploaded image (checked: decodable, not truncated, not huge) or a bundled sample.
+
+    The original is re-encoded as PNG (nothing but pixels is kept) and a display JPEG of at
+    most ``InputImage.DISPLAY_MAX`` pixels a side is made for the pages.
+    """
+    if (upload is None) == (sample is None):
+        raise InputError("send either an image file or the name of a sample")
+    if upload is not None:
+        size = getattr(upload, "size", None)
+        if size is not None and size > MAX_IMAGE_BYTES:
+            raise imaging.ImageError(f"the image file is {size / 2**20:.1f} MB; at most {MAX_IMAGE_BYTES // 2**20} MB")
+        image = imaging.load_image(upload)
+        name = Path(getattr(upload, "name", "") or "upload").name[:200]
+    else:
+        image = _sample_image(sample)
+        name = SAMPLES[sample]
+    png = io.BytesIO()
+    image.save(png, format="PNG")
+    data = png.getvalue()
+    display = image.copy()
+    display.thumbnail((InputImage.DISPLAY_MAX, InputImage.DISPLAY_MAX))
+    jpeg = io.BytesIO()
+    display.save(jpeg, format="JPEG", quality=90)
+    row = InputImage(owner=owner, name=name, width=image.width, height=image.height,
+                     display_width=display.width, display_height=display.height,
+                     sha256=hashlib.sha256(data).hexdigest())
+    row.file.save("image.png", ContentFile(data), save=False)
+    row.display_file.save("display.jpg", ContentFile(jpeg.getvalue()), save=False)
+    row.save()
+    return row
+
+
+# ---------------------------------------------------------------------------------------------
+# Explanation sets and jobs
+
+
+def _enqueue(job: Job) -> None:
+    from .tasks import run_job
+
+    transaction.on_commit(lambda: run_job.delay(job.pk))
+
+
+def _require_weights(model: ClassifierModel) -> None:
+    if not model.weights_present:
+        raise NotAvailable(f"the weights of {model.name} are not installed on this server; "
+                           "an operator can add them with `manage.py import_weights`")
+
+
+@transaction.atomic
+def explanation_set_create(*, owner, model: ClassifierModel, image: InputImage) -> ExplanationSet:
+    """A new set for ``image`` on ``model``, with its prediction job queued."""
+    _require_weights(model)
+    explanation_set = ExplanationSet.objects.create(owner=owner, model=model, image=image)
+    job = Job.objects.create(explanation_set=explanation_set, kind=Job.Kind.PREDICT)
+    _enqueue(job)
+    return explanation_set
+
+
+@transaction.atomic
+def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
+                            methods: Iterable[Mapping[str, Any]]) -> list[Job]:
+    """Queue one job per requested method (``{"key": ..., "enhance": bool}``) for class ``target``.
+
+    The owner's saved settings for each method on this model are applied.
+    """
+    model = explanation_set.model
+    _require_weights(model)
+    if not isinstance(target, int) or isinstance(target, bool) or not 0 <= target < model.num_classes:
+        raise InputError(f"class {target!r} is out of range: {model.name} has classes 0…{model.num_classes - 1}")
+    methods = list(methods)
+    if not methods:
+        raise InputError("choose at least one method")
+    from .selectors import method_availability, method_setting_for
+
+    jobs = []
+    for entry in methods:
+        key = registry.get_method_class(str(entry.get("key", ""))).key
+        reason = method_availability(model, key)
+        if reason:
+            raise InputError(reason)
+        enhance = bool(entry.get("enhance", False))
+        setting = method_setting_for(user=explanation_set.owner, model=model, method_key=key)
+        jobs.append(Job.objects.create(
+            explanation_set=explanation_set, kind=Job.Kind.EXPLAIN, method_key=key, target=target,
+            enhance=enhance, params=setting.params if setting else {},
+            enhance_params=(setting.enhance_params if setting else {}) if enhance else {},
+        ))
+    for job in jobs:
+        _enqueue(job)
+    return jobs
+
+
+def _input_for(explanation_set: ExplanationSet, classifier):
+    image = imaging.load_image(explanation_set.image.file.path)
+    x, geometry = imaging.preprocess(image, classifier)
+    return x, geometry
+
+
+def _top_k(probabilities, class_names, k: int = 5) -> list[dict]:
+    values, indices = probabilities.topk(min(k, probabilities.numel()))
+    return [{"index": int(i), "name": class_names[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
+
+
+def job_run(*, job: Job) -> Job:
+    """Do the job's work on this worker: a prediction or one map. Failures are recorded on the row."""
+    if job.is_finished:
+        return job
+    job.mark_running()
+    try:
+        if job.kind == Job.Kind.PREDICT:
+            _run_prediction(job)
+        else:
+            _run_explanation(job)
+    except ValueError as error:  # domain errors: the user sees the message
+        logger.info("job %s failed: %s", job.pk, error)
+        job.mark_failed(str(error))
+    except Exception as error:  # noqa: BLE001 - an unexpected failure still ends the job
+        logger.exception("job %s crashed", job.pk)
+        job.mark_failed(f"internal error: {type(error).__name__}: {error}")
+    return job
+
+
+def _finish(job: Job, **fields) -> None:
+    for key, value in fields.items():
+        setattr(job, key, value)
+    job.status = Job.Status.DONE
+    job.progress = 1.0
+    job.finished_at = timezone.now()
+    job.save()
+
+
+def _run_prediction(job: Job) -> None:
+    import torch
+
+    explanation_set = job.explanation_set
+    classifier = classifier_load(model=explanation_set.model)
+    job.mark_progress(0.4)
+    x, _ = _input_for(explanation_set, classifier)
+    with torch.no_grad():
+        logits = classifier.module(x[None].to(classifier.device)).float().cpu()[0]
+    top = _top_k(torch.softmax(logits, dim=0), classifier.class_names)
+    explanation_set.predictions = top
+    explanation_set.save(update_fields=["predictions"])
+    _finish(job, manifest={"model": classifier.name, "weights_checksum": classifier.weights_checksum,
+                           "top5": top, "input_shape": [1, *x.shape]})
+
+
+def _run_explanation(job: Job) -> None:
+    from .core.engine import explain
+
+    explanation_set = job.explanation_set
+    classifier = classifier_load(model=explanation_set.model)
+    job.mark_progress(0.2)
+    x, geometry = _input_for(explanation_set, classifier)
+    enhance = (job.enhance_params or True) if job.enhance else None
+    [result] = explain(classifier, x[None], job.method_key, targets=[job.target], params=job.params,
+                       enhance=enhance, seed=0)
+    job.mark_progress(0.9)
+    raw = result.saliency.numpy().astype(np.float32)
+    image = explanation_set.image
+    display = dataclasses.replace(geometry, height=image.display_height, width=image.display_width)
+    shown = np.clip(display.to_original(raw), 0, None).astype("<f4")
+    buffer = io.BytesIO()
+    np.save(buffer, raw)
+    job.raw_file.save(f"job-{job.pk}-raw.npy", ContentFile(buffer.getvalue()), save=False)
+    job.map_file.save(f"job-{job.pk}-display.f32", ContentFile(shown.tobytes()), save=False)
+    manifest = dict(result.manifest)
+    manifest["class_name"] = classifier.class_names[result.target]
+    manifest["probability"] = float(result.probabilities[result.target])
+    _finish(job, manifest=manifest, seconds=float(manifest.get("seconds", 0.0)), map_max=float(shown.max()))
+
+
+def explanation_set_delete(*, explanation_set: ExplanationSet) -> None:
+    explanation_set.delete()

@@ -1,0 +1,79 @@
+"""Shared reads of the explain app: what a user may see, and descriptions built from the core."""
+from __future__ import annotations
+
+from django.db.models import Prefetch
+
+from .core import registry
+from .core.enhance import ENHANCE_PARAMS
+from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
+
+
+def models_visible_to(user):
+    return ClassifierModel.objects.visible_to(user)
+
+
+def models_owned_by(user):
+    return ClassifierModel.objects.filter(owner=user)
+
+
+def images_of(user):
+    return InputImage.objects.filter(owner=user)
+
+
+def explanation_sets_of(user):
+    return (ExplanationSet.objects.filter(owner=user).select_related("model", "image")
+            .prefetch_related(Prefetch("jobs", queryset=Job.objects.order_by("created_at", "id"))))
+
+
+def jobs_of(user):
+    return Job.objects.owned_by(user).select_related("explanation_set", "explanation_set__model")
+
+
+def method_settings_of(user):
+    return MethodSetting.objects.filter(owner=user).select_related("model")
+
+
+def method_setting_for(*, user, model: ClassifierModel, method_key: str) -> MethodSetting | None:
+    if user is None or not user.is_authenticated:
+        return None
+    return MethodSetting.objects.filter(owner=user, model=model, method_key=method_key).first()
+
+
+def method_availability(model: ClassifierModel, method_key: str) -> str:
+    """Why ``method_key`` cannot run on ``model`` ("" when it can)."""
+    cls = registry.get_method_class(method_key)
+    if model.family not in cls.families:
+        names = " and ".join("ViT" if f == "vit" else "CNN" for f in sorted(cls.families))
+        return f"{cls.label or cls.key} works on {names} models only; {model.name} is a {model.get_family_display()}."
+    if not model.weights_present:
+        return f"The weights of {model.name} are not installed on this server."
+    return ""
+
+
+def method_schema(model: ClassifierModel, method_key: str) -> dict:
+    """``Method.schema`` with the model's layers as the layer choices, from the row (no network built)."""
+    cls = registry.get_method_class(method_key)
+    schema = cls.schema(None)
+    role = "tokens" if model.family == "vit" else "cam"
+    for entry in schema["params"]:
+        if entry["kind"] == "layer":
+            entry["choices"] = list(model.layers)
+            entry["default"] = entry["default"] or model.default_layers.get(entry.get("role") or role)
+    schema["reason_unavailable"] = method_availability(model, method_key)
+    schema["enhance_params"] = [p.to_schema() for p in ENHANCE_PARAMS]
+    return schema
+
+
+def methods_for_model(model: ClassifierModel, user=None) -> list[dict]:
+    """Every registered method for ``model``: schema, availability and the user's saved values."""
+    saved = {}
+    if user is not None and user.is_authenticated:
+        saved = {s.method_key: s for s in MethodSetting.objects.filter(owner=user, model=model)}
+    out = []
+    for key in registry.method_keys():
+        schema = method_schema(model, key)
+        setting = saved.get(key)
+        schema["saved_params"] = setting.params if setting else {}
+        schema["saved_enhance_params"] = setting.enhance_params if setting else {}
+        out.append(schema)
+    return out

@@ -1,0 +1,173 @@
+"""Serializers of the explain API: they validate input shapes and render rows; services do the work."""
+from __future__ import annotations
+
+from django.urls import reverse
+from rest_framework import serializers
+
+from .core import custom, registry
+from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
+from .services import SAMPLES
+
+
+class ClassifierModelSerializer(serializers.ModelSerializer):
+    is_builtin = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ClassifierModel
+        fields = ["id", "name", "is_builtin", "builtin_key", "architecture", "family", "num_classes",
+                  "weights_present", "weights_sha256", "default_layers", "preprocessing", "created_at"]
+        read_only_fields = fields
+
+
+class ClassifierModelDetailSerializer(ClassifierModelSerializer):
+    class Meta(ClassifierModelSerializer.Meta):
+        fields = ClassifierModelSerializer.Meta.fields + ["class_names", "layers"]
+        read_only_fields = fields
+
+
+class ClassifierModelUploadSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+    architecture = serializers.ChoiceField(choices=sorted(custom.ARCHITECTURES))
+    weights = serializers.FileField(help_text=".safetensors or a PyTorch state_dict (.pth/.pt)")
+    class_names = serializers.FileField(required=False, help_text="text file, one class name per line")
+
+
+class RenameSerializer(serializers.Serializer):
+    name = serializers.CharField(max_length=100)
+
+
+class ArchitectureSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    library = serializers.CharField()
+    family = serializers.CharField()
+
+
+class MethodSettingSerializer(serializers.ModelSerializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=ClassifierModel.objects.none())
+    method_key = serializers.ChoiceField(choices=[])
+    params = serializers.DictField(required=False, default=dict)
+    enhance_params = serializers.DictField(required=False, default=dict)
+
+    class Meta:
+        model = MethodSetting
+        fields = ["id", "model", "method_key", "params", "enhance_params", "updated_at"]
+        read_only_fields = ["id", "updated_at"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["model"].queryset = ClassifierModel.objects.visible_to(request.user)
+        self.fields["method_key"].choices = registry.method_keys()
+
+
+class InputImageSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = InputImage
+        fields = ["id", "name", "width", "height", "display_width", "display_height", "sha256", "url", "created_at"]
+        read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        return reverse("explain:image-display", args=[obj.pk])
+
+
+class InputImageCreateSerializer(serializers.Serializer):
+    file = serializers.FileField(required=False, help_text="an image file (JPEG, PNG, WebP, …)")
+    sample = serializers.ChoiceField(choices=sorted(SAMPLES), required=False, help_text="a bundled sample photo")
+
+    def validate(self, data):
+        if ("file" in data) == ("sample" in data):
+            raise serializers.ValidationError("send either `file` (an image) or `sample` (a sample name)")
+        return data
+
+
+class JobSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    method_label = serializers.SerializerMethodField()
+    target_name = serializers.SerializerMethodField()
+    map_url = serializers.SerializerMethodField()
+    raw_url = serializers.SerializerMethodField()
+    map_width = serializers.IntegerField(source="explanation_set.image.display_width", read_only=True)
+    map_height = serializers.IntegerField(source="explanation_set.image.display_height", read_only=True)
+
+    class Meta:
+        model = Job
+        fields = ["id", "url", "explanation_set", "kind", "method_key", "method_label", "target", "target_name",
+                  "enhance", "params", "enhance_params", "status", "progress", "error", "seconds", "manifest",
+                  "map_url", "raw_url", "map_width", "map_height", "map_max", "created_at", "started_at",
+                  "finished_at"]
+        read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        return reverse("explain:job-detail", args=[obj.pk])
+
+    def get_method_label(self, obj) -> str:
+        if not obj.method_key:
+            return "Prediction"
+        try:
+            cls = registry.get_method_class(obj.method_key)
+        except ValueError:
+            return obj.method_key
+        return cls.label or cls.key
+
+    def get_target_name(self, obj) -> str | None:
+        names = obj.explanation_set.model.class_names
+        return names[obj.target] if obj.target is not None and 0 <= obj.target < len(names) else None
+
+    def get_map_url(self, obj) -> str | None:
+        return reverse("explain:job-map", args=[obj.pk]) if obj.map_file else None
+
+    def get_raw_url(self, obj) -> str | None:
+        return reverse("explain:job-raw", args=[obj.pk]) if obj.raw_file else None
+
+
+class ExplanationSetSerializer(serializers.ModelSerializer):
+    url = serializers.SerializerMethodField()
+    model_name = serializers.CharField(source="model.name", read_only=True)
+    image = InputImageSerializer(read_only=True)
+    jobs = JobSerializer(many=True, read_only=True)
+    status = serializers.SerializerMethodField()
+
+    class Meta:
+        model = ExplanationSet
+        fields = ["id", "url", "model", "model_name", "image", "predictions", "status", "jobs", "created_at"]
+        read_only_fields = fields
+
+    def get_url(self, obj) -> str:
+        return reverse("explain:explanationset-detail", args=[obj.pk])
+
+    def get_status(self, obj) -> str:
+        """The prediction's status: the set is ready for maps once it is "done"."""
+        predict = next((j for j in obj.jobs.all() if j.kind == Job.Kind.PREDICT), None)
+        return predict.status if predict else Job.Status.DONE
+
+
+class ExplanationSetCreateSerializer(serializers.Serializer):
+    model = serializers.PrimaryKeyRelatedField(queryset=ClassifierModel.objects.none())
+    image = serializers.PrimaryKeyRelatedField(queryset=InputImage.objects.none())
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        request = self.context.get("request")
+        if request is not None:
+            self.fields["model"].queryset = ClassifierModel.objects.visible_to(request.user)
+            self.fields["image"].queryset = InputImage.objects.filter(owner=request.user)
+
+
+class MethodRequestSerializer(serializers.Serializer):
+    key = serializers.CharField()
+    enhance = serializers.BooleanField(default=False)
+
+
+class MapsRequestSerializer(serializers.Serializer):
+    target = serializers.IntegerField(min_value=0)
+    methods = MethodRequestSerializer(many=True, allow_empty=False)
+
+
+class AcceptedSerializer(serializers.Serializer):
+    """A 202 answer: where to follow the queued work."""
+
+    url = serializers.CharField()
+    jobs = serializers.ListField(child=serializers.CharField())

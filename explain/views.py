@@ -1,0 +1,288 @@
+"""The explain REST API: DRF viewsets, each action calling one service.
+
+Every queryset is filtered to the requesting user's objects, so other users' objects
+answer 404. Domain errors (``ValueError`` subclasses from the core and the services) are
+turned into 4xx answers in :class:`DomainErrorsMixin`, the one place that does it.
+"""
+from __future__ import annotations
+
+import logging
+
+from django.http import FileResponse, HttpResponse
+from django.shortcuts import get_object_or_404
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, mixins, permissions, status, viewsets
+from rest_framework.decorators import action
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from . import selectors, serializers, services
+from .core import custom, zoo
+from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
+
+logger = logging.getLogger(__name__)
+
+
+class Conflict(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "not_available"
+
+
+def domain_error(error: Exception) -> exceptions.APIException:
+    """The API answer for a domain error: 409 when the server lacks something, 400 otherwise."""
+    message = str(error)
+    if isinstance(error, (zoo.WeightsMissing, services.NotAvailable)):
+        return Conflict(message)
+    return exceptions.ValidationError({"detail": message})
+
+
+class DomainErrorsMixin:
+    """Turns ``ValueError`` raised by services or the core into clear 4xx answers."""
+
+    def handle_exception(self, exc):
+        if isinstance(exc, ValueError) and not isinstance(exc, exceptions.APIException):
+            logger.info("request refused: %s", exc)
+            exc = domain_error(exc)
+        return super().handle_exception(exc)
+
+
+def _accepted(url: str, jobs: list[str]) -> Response:
+    return Response({"url": url, "jobs": jobs}, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
+
+
+class ClassifierModelViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
+    """Built-in models and the user's uploads. Upload: multipart ``name``, ``architecture``, ``weights``,
+    optional ``class_names`` (text, one per line). Only the user's own models can be renamed or deleted."""
+
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+    http_method_names = ["get", "post", "patch", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return ClassifierModel.objects.none()
+        return selectors.models_visible_to(self.request.user)
+
+    def get_serializer_class(self):
+        if self.action == "retrieve":
+            return serializers.ClassifierModelDetailSerializer
+        return serializers.ClassifierModelSerializer
+
+    def _own(self) -> ClassifierModel:
+        model = self.get_object()
+        if model.is_builtin:
+            raise exceptions.PermissionDenied("built-in models cannot be changed")
+        return model
+
+    @extend_schema(request={"multipart/form-data": serializers.ClassifierModelUploadSerializer},
+                   responses={201: serializers.ClassifierModelSerializer})
+    def create(self, request, *args, **kwargs):
+        data = serializers.ClassifierModelUploadSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        names = data.validated_data.get("class_names")
+        text = None
+        if names is not None:
+            try:
+                text = names.read().decode("utf-8")
+            except UnicodeDecodeError:
+                raise exceptions.ValidationError({"class_names": "the class-names file is not UTF-8 text"}) from None
+        model = services.classifier_model_upload(
+            owner=request.user, name=data.validated_data["name"],
+            architecture=data.validated_data["architecture"], weights=data.validated_data["weights"],
+            class_names_text=text)
+        return Response(serializers.ClassifierModelSerializer(model).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=serializers.RenameSerializer, responses={200: serializers.ClassifierModelSerializer})
+    def partial_update(self, request, *args, **kwargs):
+        model = self._own()
+        data = serializers.RenameSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.classifier_model_rename(model=model, name=data.validated_data["name"])
+        return Response(serializers.ClassifierModelSerializer(model).data)
+
+    def update(self, request, *args, **kwargs):
+        raise exceptions.MethodNotAllowed("PUT")
+
+    def destroy(self, request, *args, **kwargs):
+        services.classifier_model_delete(model=self._own())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(responses={200: OpenApiResponse(description="method schemas with availability and saved values")})
+    @action(detail=True, methods=["get"])
+    def methods(self, request, pk=None):
+        """Every method with its parameter schema for this model, why it cannot run (if so), and the
+        user's saved values."""
+        model = services.classifier_model_layers_ensure(model=self.get_object())
+        return Response(selectors.methods_for_model(model, request.user))
+
+
+class ArchitectureView(APIView):
+    """Architectures a user may upload weights for."""
+
+    @extend_schema(responses={200: serializers.ArchitectureSerializer(many=True)})
+    def get(self, request):
+        return Response([{"name": a.name, "library": a.library, "family": a.family}
+                         for a in custom.ARCHITECTURES.values()])
+
+
+class MethodSettingViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
+    """Saved method parameters per model. POST creates or replaces; DELETE resets to the defaults."""
+
+    serializer_class = serializers.MethodSettingSerializer
+    http_method_names = ["get", "post", "put", "delete", "head", "options"]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return MethodSetting.objects.none()
+        return selectors.method_settings_of(self.request.user)
+
+    def _save(self, data, status_code):
+        setting = services.method_setting_save(
+            owner=self.request.user, model=data["model"], method_key=data["method_key"],
+            params=data.get("params", {}), enhance_params=data.get("enhance_params", {}))
+        return Response(self.get_serializer(setting).data, status=status_code)
+
+    def create(self, request, *args, **kwargs):
+        data = self.get_serializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._save(data.validated_data, status.HTTP_201_CREATED)
+
+    def update(self, request, *args, **kwargs):
+        setting = self.get_object()
+        data = self.get_serializer(setting, data=request.data)
+        data.is_valid(raise_exception=True)
+        return self._save(data.validated_data, status.HTTP_200_OK)
+
+    def destroy(self, request, *args, **kwargs):
+        setting = self.get_object()
+        services.method_setting_reset(owner=request.user, model=setting.model, method_key=setting.method_key)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class InputImageViewSet(DomainErrorsMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
+                        mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Images to explain: upload a file (multipart ``file``) or pick a bundled ``sample``."""
+
+    serializer_class = serializers.InputImageSerializer
+    parser_classes = [MultiPartParser, FormParser, JSONParser]
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return InputImage.objects.none()
+        return selectors.images_of(self.request.user)
+
+    @extend_schema(request={"multipart/form-data": serializers.InputImageCreateSerializer,
+                            "application/json": serializers.InputImageCreateSerializer},
+                   responses={201: serializers.InputImageSerializer})
+    def create(self, request, *args, **kwargs):
+        data = serializers.InputImageCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        image = services.image_create(owner=request.user, upload=data.validated_data.get("file"),
+                                      sample=data.validated_data.get("sample"))
+        return Response(serializers.InputImageSerializer(image).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(responses={(200, "image/jpeg"): OpenApiResponse(description="the display JPEG")})
+    @action(detail=True, methods=["get"], url_path="display")
+    def display(self, request, pk=None):
+        image = self.get_object()
+        return FileResponse(image.display_file.open("rb"), content_type="image/jpeg")
+
+
+class SampleSerializer(serializers.serializers.Serializer):
+    key = serializers.serializers.CharField()
+    name = serializers.serializers.CharField()
+
+
+class SampleView(APIView):
+    """The bundled sample photos."""
+
+    @extend_schema(responses={200: SampleSerializer(many=True)})
+    def get(self, request):
+        return Response([{"key": k, "name": v} for k, v in services.SAMPLES.items()])
+
+
+class ExplanationSetViewSet(DomainErrorsMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin,
+                            mixins.DestroyModelMixin, viewsets.GenericViewSet):
+    """One image on one model. Creating it queues the prediction (202); ``maps`` queues one job per method."""
+
+    serializer_class = serializers.ExplanationSetSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return ExplanationSet.objects.none()
+        return selectors.explanation_sets_of(self.request.user)
+
+    @extend_schema(request=serializers.ExplanationSetCreateSerializer, responses={202: serializers.AcceptedSerializer})
+    def create(self, request, *args, **kwargs):
+        data = serializers.ExplanationSetCreateSerializer(data=request.data, context={"request": request})
+        data.is_valid(raise_exception=True)
+        explanation_set = services.explanation_set_create(owner=request.user, **data.validated_data)
+        url = serializers.ExplanationSetSerializer(explanation_set).get_url(explanation_set)
+        jobs = [serializers.JobSerializer().get_url(job) for job in explanation_set.jobs.all()]
+        return _accepted(url, jobs)
+
+    def destroy(self, request, *args, **kwargs):
+        services.explanation_set_delete(explanation_set=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request=serializers.MapsRequestSerializer, responses={202: serializers.AcceptedSerializer})
+    @action(detail=True, methods=["post"])
+    def maps(self, request, pk=None):
+        """Queue saliency maps of class ``target`` for each of ``methods`` (``[{"key", "enhance"}]``)."""
+        explanation_set = self.get_object()
+        data = serializers.MapsRequestSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        jobs = services.explanation_jobs_create(explanation_set=explanation_set, **data.validated_data)
+        url = serializers.ExplanationSetSerializer(explanation_set).get_url(explanation_set)
+        return _accepted(url, [serializers.JobSerializer().get_url(job) for job in jobs])
+
+
+class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
+    """Queued work: status, progress, error, runtime, provenance and links to the map."""
+
+    serializer_class = serializers.JobSerializer
+
+    def get_queryset(self):
+        if getattr(self, "swagger_fake_view", False):  # schema generation: no user
+            return Job.objects.none()
+        return selectors.jobs_of(self.request.user)
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
+        description="float32 little-endian, map_height × map_width, aligned with the display image")})
+    @action(detail=True, methods=["get"])
+    def map(self, request, pk=None):
+        return map_response(self.get_object())
+
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description=".npy, S×S")})
+    @action(detail=True, methods=["get"])
+    def raw(self, request, pk=None):
+        return raw_response(self.get_object())
+
+
+def map_response(job) -> HttpResponse:
+    if not job.map_file:
+        raise exceptions.NotFound("this job has no map (yet)")
+    with job.map_file.open("rb") as handle:
+        body = handle.read()
+    response = HttpResponse(body, content_type="application/octet-stream")
+    response["Cache-Control"] = "private, max-age=3600"
+    return response
+
+
+def raw_response(job) -> FileResponse:
+    if not job.raw_file:
+        raise exceptions.NotFound("this job has no map (yet)")
+    name = f"{job.method_key}{'-enhanced' if job.enhance else ''}-class{job.target}.npy"
+    return FileResponse(job.raw_file.open("rb"), as_attachment=True, filename=name,
+                        content_type="application/octet-stream")
+
+
+def display_image_response(image) -> FileResponse:
+    return FileResponse(image.display_file.open("rb"), content_type="image/jpeg")
+
+
+def get_own(queryset, pk):
+    return get_object_or_404(queryset, pk=pk)
+
+
+__all__ = ["DomainErrorsMixin", "domain_error", "permissions"]
