@@ -38,7 +38,8 @@ class LRP(Method):
 
     - CNN: zennit with the composite chosen by ``composite`` (default ``epsilon_plus_box``:
       z^B at the first convolution with the bounds of a black and a white image, z⁺ = α1β0 in
-      the other convolutions, ε in dense layers) after folding batch norm into the convolutions
+      the other convolutions, ε in dense layers; biases left out of the rules unless
+      ``ignore_bias`` is off) after folding batch norm into the convolutions
       and turning residual additions into sum modules (torchvision ResNet, timm EfficientNet);
       see :mod:`explain.core.relevance.cnn`.
     - ViT (timm ``VisionTransformer``): the propagation of Chefer, Gur, Wolf (CVPR 2021):
@@ -60,12 +61,14 @@ class LRP(Method):
     uses_gradients: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("composite", "choice", "epsilon_plus_box", choices=COMPOSITES,
-              help="CNN rule set: z^B input + z+ convolutions + epsilon dense (epsilon_plus_box), "
-                   "gamma=0.25 in convolutions (epsilon_gamma_box) or the flat rule at the input "
-                   "(epsilon_plus_flat). Ignored for ViTs."),
+              help="CNN rule set: z^B at the input, z+ in convolutions, epsilon in dense layers "
+                   "(epsilon_plus_box), or the flat rule at the input (epsilon_plus_flat). Ignored for ViTs."),
         Param("epsilon", "float", 1e-6, minimum=0.0, maximum=10.0,
               help="Stabiliser of the epsilon rule in the dense layers of a CNN (larger absorbs more "
                    "relevance, giving sparser maps). Ignored for ViTs."),
+        Param("ignore_bias", "bool", True,
+              help="Leave biases out of the CNN rules so the whole logit reaches the pixels (on); "
+                   "off, biases absorb their share as in textbook LRP. ViT rules always leave them out."),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
@@ -79,5 +82,6 @@ class LRP(Method):
             relevance, _ = cnn_relevance(
                 classifier.module, inputs, lambda out: target_logit_relevance(out, targets),
                 low=low, high=high, composite=params["composite"], epsilon=params["epsilon"],
+                ignore_bias=params["ignore_bias"],
             )
         return relevance.sum(dim=1).clamp(min=0)

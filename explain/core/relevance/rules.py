@@ -108,6 +108,40 @@ def conv2d_zbox(
     return x * back(weight) - low * back(w_pos) - high * back(w_neg)
 
 
+def conv2d_zplus_wsquare(
+    x: Tensor,
+    weight: Tensor,
+    relevance: Tensor,
+    stride=1,
+    padding=0,
+    dilation=1,
+    groups: int = 1,
+) -> Tensor:
+    """z⁺ for a convolution (bias ignored), with the w² rule for units z⁺ cannot explain.
+
+    z⁺ splits an output's relevance over the positive contributions
+    ``z⁺_ij = x⁺_i w⁺_ij + x⁻_i w⁻_ij``. A unit whose every contribution is negative (common in
+    depthwise convolutions, which see 9 inputs, when a folded batch-norm bias keeps the unit
+    active) has ``z⁺_j = 0`` and plain z⁺ drops its relevance; here such a unit's relevance
+    is split in proportion to ``w_ij²`` instead (Montavon et al. 2017), so the total is always
+    conserved. Units with ``z⁺_j > 0`` get exactly the z⁺ rule.
+
+    Shapes: ``x`` ``B×C×H×W``, ``weight`` ``O×C/groups×k×k``, ``relevance`` ``B×O×h×w``.
+    """
+    conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
+    back = lambda w, s: conv2d_input(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
+    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
+    z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
+    alive = z_plus > 0
+    s = torch.where(alive, relevance / torch.where(alive, z_plus, torch.ones_like(z_plus)), torch.zeros_like(relevance))
+    result = x_pos * back(w_pos, s) + x_neg * back(w_neg, s)
+    squared = weight * weight
+    in_bounds = conv(torch.ones_like(x), squared)     # padding taps hold no input: left out
+    s_dead = torch.where(alive, torch.zeros_like(relevance), safe_divide(relevance, in_bounds))
+    return result + back(squared, s_dead)
+
+
 def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
     """LRP-0 for the bilinear product ``Z = a @ b`` with the halving of Chefer et al. 2021.
 
@@ -150,6 +184,6 @@ def add_normalized(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Ten
 
 
 __all__ = [
-    "STABILIZER", "safe_divide", "per_sample_sum", "linear_alpha_beta", "conv2d_zbox",
+    "STABILIZER", "safe_divide", "per_sample_sum", "linear_alpha_beta", "conv2d_zbox", "conv2d_zplus_wsquare",
     "matmul_z", "add_normalized",
 ]
