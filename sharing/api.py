@@ -29,6 +29,8 @@ class ShareViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
             share = services.share_create(owner=request.user, **data.validated_data)
         except services.ShareError as error:
             raise exceptions.NotFound(str(error)) from None
+        except ValueError as error:
+            raise exceptions.ValidationError({"options": str(error)}) from None
         return Response(ShareSerializer(share, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):
