@@ -21,6 +21,12 @@ def _resized_box(width: int, height: int, prep: Preprocessing) -> tuple[tuple[in
     """The resized size ``(w, h)`` and the crop box ``(left, top, right, bottom)``."""
     if prep.resize == "square":
         return (prep.size, prep.size), (0, 0, prep.size, prep.size)
+    if prep.resize == "keep-aspect":
+        if width <= height:
+            w, h = prep.size, int(prep.size * height / width)
+        else:
+            w, h = int(prep.size * width / height), prep.size
+        return (w, h), (0, 0, w, h)
     scale = prep.resize_to / min(width, height)
     w, h = max(prep.size, round(width * scale)), max(prep.size, round(height * scale))
     left, top = (w - prep.size) // 2, (h - prep.size) // 2
@@ -28,7 +34,8 @@ def _resized_box(width: int, height: int, prep: Preprocessing) -> tuple[tuple[in
 
 
 def preprocess_pixels(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
-    """A PIL image → ``3×S×S`` float32 pixels in ``[0, 1]`` as the protocol prescribes."""
+    """A PIL image → ``3×H×W`` float32 pixels in ``[0, 1]`` as the protocol prescribes
+    (``S×S`` except for ``"keep-aspect"``)."""
     if not isinstance(image, Image.Image):
         raise TypeError(f"preprocess_pixels needs a PIL image, got {type(image).__name__}")
     image = image.convert("RGB")
@@ -38,7 +45,8 @@ def preprocess_pixels(image: Image.Image, prep: Preprocessing) -> torch.Tensor:
 
 
 def preprocess_mask(mask: np.ndarray, prep: Preprocessing) -> np.ndarray:
-    """A boolean ``H×W`` mask → ``S×S`` boolean, resized nearest-neighbour with the image's geometry."""
+    """A boolean ``H×W`` mask → boolean at the model input's size, resized nearest-neighbour
+    with the same geometry as :func:`preprocess_pixels`."""
     mask = np.asarray(mask)
     if mask.ndim != 2:
         raise ValueError(f"a mask must be H×W, got shape {mask.shape}")

@@ -42,7 +42,10 @@ class Preprocessing:
     """How an image becomes the model's ``size × size`` input.
 
     ``resize``: ``"square"`` resizes both sides to ``size`` (no crop, the aspect ratio changes);
-    ``"shorter"`` resizes the shorter side to ``resize_to`` and cuts the centre ``size × size``.
+    ``"shorter"`` resizes the shorter side to ``resize_to`` and cuts the centre ``size × size``;
+    ``"keep-aspect"`` resizes the shorter side to ``size`` and keeps the whole image (the
+    longer side becomes ``int(size · long / short)``, as ``torchvision.transforms.Resize(size)``;
+    TorchRay's pointing game feeds fully convolutional models this way).
     Interpolation is bilinear with antialiasing (PIL's ``BILINEAR`` filter).
     """
 
@@ -51,14 +54,14 @@ class Preprocessing:
     resize_to: int | None = None
 
     def __post_init__(self) -> None:
-        if self.resize not in ("square", "shorter"):
-            raise ValueError(f"Preprocessing.resize must be 'square' or 'shorter', not {self.resize!r}")
+        if self.resize not in ("square", "shorter", "keep-aspect"):
+            raise ValueError(f"Preprocessing.resize must be 'square', 'shorter' or 'keep-aspect', not {self.resize!r}")
         if self.size < 1:
             raise ValueError(f"Preprocessing.size must be positive, not {self.size}")
         if self.resize == "shorter" and (self.resize_to is None or self.resize_to < self.size):
             raise ValueError("Preprocessing(resize='shorter') needs resize_to >= size (e.g. resize_to=256, size=224)")
-        if self.resize == "square" and self.resize_to is not None:
-            raise ValueError("Preprocessing(resize='square') takes no resize_to; use resize='shorter' to crop")
+        if self.resize != "shorter" and self.resize_to is not None:
+            raise ValueError(f"Preprocessing(resize={self.resize!r}) takes no resize_to; use resize='shorter' to crop")
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,8 @@ class PointingProtocol(Protocol):
     """
 
     metric: ClassVar[str] = "pointing"
+    #: TorchRay: shorter side 224, whole image (no crop), so the map covers the whole photo.
+    preprocessing: Preprocessing = field(default_factory=lambda: Preprocessing("keep-aspect", 224))
     tolerance: int = 15
     score: str = "max"
     top_k: int | None = None

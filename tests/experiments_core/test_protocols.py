@@ -88,3 +88,25 @@ def test_to_dict_round_trips():
     copy = copy_protocol("groupcam-v1", "g2", group_edges=(0.5, 0.9999))
     rebuilt = protocol_from_dict(copy.to_dict())
     assert isinstance(rebuilt, InsertionDeletionProtocol) and rebuilt == copy
+
+
+def test_preprocessing_geometries():
+    from PIL import Image
+
+    from experiments.core.imageops import preprocess_mask, preprocess_pixels
+
+    image = Image.new("RGB", (300, 200))
+    assert preprocess_pixels(image, Preprocessing("square", 224)).shape == (3, 224, 224)
+    assert preprocess_pixels(image, Preprocessing("shorter", 224, 256)).shape == (3, 224, 224)
+    # torchvision's Resize(224): the longer side is int(224 · 300 / 200) = 336
+    assert preprocess_pixels(image, get_protocol("torchray-pointing-v1").preprocessing).shape == (3, 224, 336)
+    assert preprocess_pixels(Image.new("RGB", (201, 300)), Preprocessing("keep-aspect", 224)).shape == (3, 334, 224)
+    import numpy as np
+
+    mask = np.zeros((200, 300), bool)
+    mask[:, :150] = True  # left half
+    cropped = preprocess_mask(mask, Preprocessing("shorter", 224, 256))
+    # resized to 384×256, centre crop starts at x = 80: the left half ends at x = 192 − 80 = 112
+    assert cropped[:, :112].all() and not cropped[:, 112:].any()
+    with pytest.raises(ValueError, match="resize_to"):
+        Preprocessing("keep-aspect", 224, 256)

@@ -80,7 +80,9 @@ def pointing_record(
     """Score one map against the class's ground-truth region.
 
     Args:
-        saliency: ``h×w`` map covering the whole image (e.g. computed on a square resize).
+        saliency: ``h×w`` map covering the whole image, e.g. computed on the protocol's
+            ``keep-aspect`` input (a centre-cropped map must first be laid back onto the
+            original, e.g. with ``explain.core.imaging.Geometry.to_original``).
         mask: ``H×W`` boolean ground truth at the original image size.
     """
     if not isinstance(protocol, PointingProtocol):
