@@ -174,3 +174,8 @@ def test_aggregate_averages_per_image_and_by_group():
     assert out["insertion_curve"] == [0.0, 1.0]
     # records stored as dicts aggregate the same
     assert aggregate_causal([r.to_dict() for r in records], get_protocol("thesis-v1")) == out
+
+
+def test_target_outside_the_classes_is_a_clear_error(model):
+    with pytest.raises(ValueError, match="outside the model's 5 classes"):
+        causal_curves(model, torch.rand(3, 64, 64), torch.rand(64, 64), 7, protocol=get_protocol("thesis-v1"), mean=MEAN, std=STD)

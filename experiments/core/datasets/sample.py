@@ -245,7 +245,11 @@ def sample_dataset(
                 path=str(folder / entry["file"]),
             )
         )
-    version = f"{SAMPLE_VERSION}" if kind == "classification" else f"{SAMPLE_VERSION} seed={seed} n={num_images}"
+    # The photo list depends on whether scikit-learn is installed; the version says which.
+    photos = "+".join(manifest.get("photos", []))
+    version = f"{SAMPLE_VERSION} photos={photos}"
+    if kind == "localisation":
+        version += f" seed={seed} n={num_images}"
     return Dataset(
         name=f"sample-{kind}",
         version=version,

@@ -143,14 +143,14 @@ def causal_curves(
             logits = model(batch).float()
             if logits.dim() != 2 or logits.shape[0] != batch.shape[0]:
                 raise ValueError(f"the model must return B×C logits, got shape {tuple(logits.shape)}")
+            if not 0 <= target < logits.shape[1]:
+                raise ValueError(f"target class {target} is outside the model's {logits.shape[1]} classes")
             if first_logits is None:
                 first_logits = logits[0].detach().cpu()
             probs.append(torch.softmax(logits, dim=1)[:, target].double().cpu())
         return torch.cat(probs).numpy(), first_logits
 
     deletion, clean_logits = run(original, del_end)
-    if not 0 <= target < clean_logits.numel():
-        raise ValueError(f"target class {target} is outside the model's {clean_logits.numel()} classes")
     insertion, _ = run(ins_start, original)
     return insertion, deletion, clean_logits.numpy()
 
