@@ -28,3 +28,17 @@ def test_round_trip_through_strict_json(record):
         assert back.to_dict() == record.to_dict()  # NaN is stored as null
     else:
         assert back == record
+
+
+def test_every_protocol_has_a_record_type_and_an_aggregator():
+    from experiments.core.metrics import RECORD_TYPES, aggregate
+    from experiments.core.protocols import get_protocol, protocol_names
+
+    by_type = {type(r): r for r in RECORDS}
+    for name in protocol_names():
+        protocol = get_protocol(name)
+        record = by_type[RECORD_TYPES[protocol.metric]]
+        if isinstance(record, PerturbationRecord):
+            record = PerturbationRecord(1, 1, "target", tuple(protocol.fractions), (1,) * 10, (1,) * 10)
+        table = aggregate(protocol, [record.to_dict()], class_names=[str(i) for i in range(10)])
+        assert table  # a non-empty table for one stored record

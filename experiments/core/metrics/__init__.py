@@ -10,7 +10,38 @@ from .pointing import PointingRecord, aggregate_pointing, pointing_pairs, pointi
 from .sanity import SanityRecord, aggregate_sanity, randomizable_layers, sanity_records
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
 
+from typing import Any, Iterable, Mapping, Sequence
+
+from ..protocols import Protocol
+
+#: The record type each metric family stores (``Protocol.metric`` → class with ``from_dict``).
+RECORD_TYPES = {
+    "insertion-deletion": CausalRecord,
+    "perturbation": PerturbationRecord,
+    "pointing": PointingRecord,
+    "segmentation": SegmentationRecord,
+    "sanity": SanityRecord,
+}
+
+
+def aggregate(protocol: Protocol, records: Iterable[Any], *, class_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The aggregate table of ``records`` (objects or stored dicts) under ``protocol``'s metric."""
+    records = list(records)
+    metric = protocol.metric
+    if metric == "insertion-deletion":
+        return aggregate_causal(records, protocol)
+    if metric == "perturbation":
+        return aggregate_perturbation(records, protocol)
+    if metric == "pointing":
+        return aggregate_pointing(records, class_names)
+    if metric == "segmentation":
+        return aggregate_segmentation(records)
+    if metric == "sanity":
+        return aggregate_sanity(records)
+    raise ValueError(f"no aggregator for metric {metric!r}; known: {sorted(RECORD_TYPES)}")
+
 __all__ = [
+    "RECORD_TYPES", "aggregate",
     "CausalRecord", "aggregate_causal", "auc", "causal_curves", "causal_record", "probability_group",
     "PerturbationRecord", "aggregate_perturbation", "perturbation_record",
     "PointingRecord", "aggregate_pointing", "pointing_pairs", "pointing_record",
