@@ -75,7 +75,7 @@ def substrate_pixels(
     return torch.zeros_like(pixels)  # "zeros (normalised space)": the dataset-mean colour
 
 
-def _device_of(model: ModelFn, device: torch.device | str | None) -> torch.device:
+def model_device(model: ModelFn, device: torch.device | str | None) -> torch.device:
     if device is not None:
         return torch.device(device)
     if isinstance(model, torch.nn.Module):
@@ -120,7 +120,7 @@ def causal_curves(
     height, width = pixels.shape[1:]
     if tuple(sal.shape) != (height, width):
         raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
-    dev = _device_of(model, device)
+    dev = model_device(model, device)
     pixels = pixels.to(dev, torch.float32)
     original = normalize(pixels, mean, std)
     ins_start = substrate_pixels(pixels, protocol.insertion_substrate, mean, std)

@@ -26,7 +26,7 @@ import torch
 
 from ..imageops import as_map, normalize
 from ..protocols import PerturbationProtocol
-from .causal import _device_of, pixel_order
+from .causal import model_device, pixel_order
 
 __all__ = ["PerturbationRecord", "removed_counts", "perturbation_record", "aggregate_perturbation"]
 
@@ -114,7 +114,7 @@ def perturbation_record(
     height, width = pixels.shape[1:]
     if tuple(sal.shape) != (height, width):
         raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
-    dev = _device_of(model, device)
+    dev = model_device(model, device)
     pixels = pixels.to(dev, torch.float32)
     n = height * width
     counts = removed_counts(protocol.fractions, n)
