@@ -250,15 +250,12 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("pgserver").setLevel(logging.WARNING)  # it logs every pg_ctl call at INFO
     parser = argparse.ArgumentParser(prog="run", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="start the whole site").set_defaults(func=serve)
-    test = sub.add_parser("test", help="run the test suite against embedded servers")
-    test.add_argument("pytest_args", nargs=argparse.REMAINDER)
-    test.set_defaults(func=run_tests)
-    manage_parser = sub.add_parser("manage", help="run a manage.py command with the servers up")
-    manage_parser.add_argument("manage_args", nargs=argparse.REMAINDER)
-    manage_parser.set_defaults(func=manage)
-    args = parser.parse_args(argv)
+    parser.add_argument("command", choices=("serve", "test", "manage"))
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Everything after the command belongs to pytest or manage.py, options included.
+    args = parser.parse_args(argv[:1])
+    args.pytest_args = args.manage_args = argv[1:]
+    args.func = {"serve": serve, "test": run_tests, "manage": manage}[args.command]
     signal.signal(signal.SIGINT, _raise_shutdown)
     signal.signal(signal.SIGTERM, _raise_shutdown)
     return args.func(args)
