@@ -196,6 +196,7 @@ def write_coco(root):
     return root / "val2014", root / "annotations" / "instances_val2014.json"
 
 
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")  # pycocotools with NumPy 2
 def test_coco_categories_in_sorted_id_order_and_masks_from_polygons_and_rle(tmp_path):
     images, annotations = write_coco(tmp_path)
     ds = read_coco2014_val(images, annotations, allowed_roots=[tmp_path])
@@ -273,3 +274,17 @@ def test_subsets_first_and_seeded_random(tmp_path):
         ds.subset(first=13)
     with pytest.raises(ValueError):
         ds.subset(first=2, random=2)
+
+
+def test_ilsvrc_full_class_list_uses_torchvision_names(tmp_path):
+    from torchvision.models import ResNet18_Weights
+
+    wnids = [f"n{10_000_000 + 7 * i:08d}" for i in range(1000)]
+    lines = [f"{w} synonym {i}, other" for i, w in enumerate(reversed(wnids))]  # file order ≠ sorted order
+    (tmp_path / "LOC_synset_mapping.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "LOC_val_solution.csv").write_text(f"ImageId,PredictionString\nILSVRC2012_val_00000001,{wnids[5]} 0 0 1 1\n")
+    write_jpeg(tmp_path / "val" / "ILSVRC2012_val_00000001.JPEG")
+    ds = read_ilsvrc2012_val(tmp_path / "val", solution_csv=tmp_path / "LOC_val_solution.csv", allowed_roots=[tmp_path])
+    assert ds.class_names == tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    assert ds[0].label == 5 and ds.extra["wnids"][5] == wnids[5]
+    assert ds.extra["words"][5] == "synonym 994, other"

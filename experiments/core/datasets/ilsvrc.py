@@ -13,7 +13,8 @@ the layout ``torchvision.datasets.ImageNet`` makes). Labels, one of:
 * none: the WordNet-ID sub-folder names.
 
 Class index = position of the WordNet ID in the *sorted* list of the 1000 WordNet IDs: the
-order torchvision's and timm's ImageNet weights use.
+order torchvision's and timm's ImageNet weights use. With all 1000 classes the class names
+are torchvision's (its weights metadata, offline); the WordNet words stay in ``extra``.
 """
 from __future__ import annotations
 
@@ -162,10 +163,20 @@ def read_ilsvrc2012_val(
         name="ilsvrc2012-val",
         version=version,
         root=str(folder),
-        class_names=tuple(words[w].split(",")[0].strip() for w in wnids),
+        class_names=_class_names(wnids, words),
         samples=tuple(samples),
-        extra={"wnids": tuple(wnids)},
+        extra={"wnids": tuple(wnids), "words": tuple(words[w] for w in wnids)},
     )
+
+
+def _class_names(wnids: list[str], words: dict[str, str]) -> tuple[str, ...]:
+    """torchvision's names (offline, from its weights metadata) for the full 1000 classes, so the
+    data set and the ImageNet models agree; the first WordNet synonym otherwise."""
+    if len(wnids) == 1000:
+        from torchvision.models import ResNet18_Weights
+
+        return tuple(ResNet18_Weights.IMAGENET1K_V1.meta["categories"])
+    return tuple(words[w].split(",")[0].strip() for w in wnids)
 
 
 def _find_images(folder: Path) -> dict[int, Path]:

@@ -90,7 +90,9 @@ def randomizable_layers(model: nn.Module, probe: torch.Tensor) -> list[str]:
 
 
 def _reinitialise(module: nn.Module, seed: int) -> None:
-    with torch.random.fork_rng(devices=[]):
+    # Fork every generator the parameters use, so the caller's random state is left as it was.
+    cuda = sorted({p.device.index or 0 for p in module.parameters(recurse=False) if p.device.type == "cuda"})
+    with torch.random.fork_rng(devices=cuda):
         torch.manual_seed(seed)
         with torch.no_grad():
             reset = getattr(type(module), "reset_parameters", None)
