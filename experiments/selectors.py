@@ -1,0 +1,226 @@
+"""Shared reads of the experiments app: what a user may see, progress and ETA, exports."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any, Iterable
+
+from django.db.models import Count, Q, Sum
+from django.utils import timezone
+
+from .models import Experiment, Record, Shard
+
+
+def experiments_of(user):
+    return Experiment.objects.owned_by(user).select_related("model")
+
+
+def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
+    """Units done / total, the fraction, failures, and the ETA in seconds (``None`` when unknown).
+
+    The ETA divides the remaining units by the rate this run has shown (busy seconds per
+    computed unit, over the shards running at once); before the first unit it is the estimate.
+    """
+    agg = experiment.shards.aggregate(
+        done=Sum("units_done"), computed=Sum("units_computed"), busy=Sum("busy_seconds"),
+        running=Count("pk", filter=Q(status=Shard.Status.RUNNING)),
+    )
+    total = experiment.units_total or 0
+    if experiment.status == Experiment.Status.DONE:
+        done = total
+    else:
+        done = min(total, agg["done"] or 0)
+    failed = experiment.records.filter(ok=False).count() if experiment.pk else 0
+    remaining = max(0, total - done)
+    eta = None
+    if experiment.status in (Experiment.Status.QUEUED, Experiment.Status.RUNNING, Experiment.Status.SCHEDULED):
+        if agg["computed"]:
+            per_unit = (agg["busy"] or 0.0) / agg["computed"]
+            eta = remaining * per_unit / max(1, agg["running"] or 0)
+        elif experiment.estimated_seconds is not None and total:
+            eta = experiment.estimated_seconds * remaining / total
+    elapsed = None
+    if experiment.started_at:
+        elapsed = ((experiment.finished_at or timezone.now()) - experiment.started_at).total_seconds()
+    return {
+        "units_done": done, "units_total": total, "fraction": (done / total) if total else 0.0,
+        "failed_records": failed, "eta_seconds": eta, "elapsed_seconds": elapsed,
+        "shards_total": experiment.shards.count(),
+        "shards_done": experiment.shards.filter(status=Shard.Status.DONE).count(),
+        "shards_running": agg["running"] or 0,
+    }
+
+
+def records_of(*, experiment: Experiment, image_index: int | None = None, method_slot: int | None = None,
+               protocol: str | None = None, failed: bool | None = None):
+    qs = Record.objects.filter(experiment=experiment)
+    if image_index is not None:
+        qs = qs.filter(image_index=image_index)
+    if method_slot is not None:
+        qs = qs.filter(method_slot=method_slot)
+    if protocol:
+        qs = qs.filter(protocol=protocol)
+    if failed is not None:
+        qs = qs.filter(ok=not failed)
+    return qs.order_by("image_index", "method_slot", "protocol", "class_id", "variant")
+
+
+def record_score(record: Record) -> float | None:
+    """One headline number per record for the drill-down list (protocol-dependent)."""
+    d = record.data or {}
+    if not record.ok:
+        return None
+    if "insertion_auc" in d:
+        return d["insertion_auc"] - d["deletion_auc"]
+    if "score" in d and "point" in d:
+        return 100 * d["score"]
+    if "correct" in d and d.get("labeled"):
+        return 100 * d["correct"] / d["labeled"]
+    if "positive" in d and "negative" in d:
+        label = d["label"]
+        return 100 * (sum(p == label for p in d["negative"]) - sum(p == label for p in d["positive"])) / len(d["negative"])
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def experiment_provenance(*, experiment: Experiment) -> dict[str, Any]:
+    """Everything "What every result stores" lists, except the records and the table."""
+    return {
+        "id": experiment.pk,
+        "name": experiment.name,
+        "status": experiment.status,
+        "error": experiment.error,
+        "model": experiment.model_snapshot,
+        "dataset": {"request": experiment.dataset, **{k: v for k, v in experiment.dataset_info.items()}},
+        "methods": experiment.methods,
+        "protocols": experiment.protocols,
+        "seed": experiment.seed,
+        "shard_size": experiment.shard_size,
+        "versions": (experiment.manifest or {}).get("versions"),
+        "devices": (experiment.manifest or {}).get("devices"),
+        "resolved_methods": (experiment.manifest or {}).get("methods"),
+        "created_at": experiment.created_at.isoformat() if experiment.created_at else None,
+        "scheduled_for": experiment.scheduled_for.isoformat() if experiment.scheduled_for else None,
+        "after_current": experiment.after_current,
+        "started_at": experiment.started_at.isoformat() if experiment.started_at else None,
+        "finished_at": experiment.finished_at.isoformat() if experiment.finished_at else None,
+        "estimated_seconds": experiment.estimated_seconds,
+        "actual_seconds": experiment.actual_seconds,
+        "estimate_basis": experiment.estimate_basis,
+    }
+
+
+def experiment_text_backup(*, experiment: Experiment) -> str:
+    """A plain-text backup a person can read in ten years: time, parameters, results."""
+    p = experiment_provenance(experiment=experiment)
+    lines = [
+        f"Saliency Workbench experiment #{p['id']}: {p['name']}",
+        f"status:      {p['status']}" + (f" ({p['error']})" if p["error"] else ""),
+        f"created:     {p['created_at']}",
+        f"started:     {p['started_at'] or '—'}",
+        f"finished:    {p['finished_at'] or '—'}",
+        f"duration:    estimated {_fmt(p['estimated_seconds'])} s, actual {_fmt(p['actual_seconds'])} s",
+        f"model:       {p['model'].get('name')} ({p['model'].get('architecture')}, "
+        f"{p['model'].get('num_classes')} classes), weights sha256 {p['model'].get('weights_sha256') or '—'}",
+        f"data set:    {experiment.dataset_info.get('name')} version {experiment.dataset_info.get('version')}, "
+        f"{experiment.dataset_info.get('selection')}, {experiment.dataset_info.get('num_images')} images",
+        f"             root {experiment.dataset_info.get('root')}",
+        f"seed:        {p['seed']}",
+        f"devices:     {', '.join(p['devices'] or []) or '—'}",
+        f"versions:    {json.dumps(p['versions'], sort_keys=True) if p['versions'] else '—'}",
+        "",
+        "Methods:",
+    ]
+    resolved = p["resolved_methods"] or {}
+    for m in experiment.methods:
+        r = resolved.get(str(m["slot"])) or {}
+        lines.append(f"  [{m['slot']}] {experiment.method_label(m['slot'])}: key {m['key']}, "
+                     f"parameters {json.dumps(r.get('params', m['params']), sort_keys=True)}, "
+                     f"layer {r.get('layer') or '—'}, enhancement {json.dumps(r.get('enhance') or m['enhance_params'] or (m['enhance'] or None))}")
+    for block in (experiment.results or {}).get("protocols", []):
+        lines += ["", f"Protocol {block['name']} ({block['metric']}): {block['description']}",
+                  f"  parameters: {json.dumps(block['params'], sort_keys=True)}"]
+        header = ["method", "n", "failed"] + [c["label"] + (" ↑" if c["better"] == "higher" else " ↓") for c in block["columns"]]
+        rows = [[r["label"], str(r["n"]), str(r["failed"])] + [_fmt(r["values"].get(c["key"])) for c in block["columns"]]
+                for r in block["rows"]]
+        widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(header)]
+        lines.append("  " + "  ".join(h.ljust(w) for h, w in zip(header, widths)))
+        for row in rows:
+            lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)))
+    if not (experiment.results or {}).get("protocols"):
+        lines += ["", "No results yet."]
+    return "\n".join(lines) + "\n"
+
+
+def experiment_csv(*, experiment: Experiment, records: bool = False) -> str:
+    """The aggregate table (one row per protocol × method) or, with ``records``, one row per record."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    if records:
+        writer.writerow(["image_index", "image_key", "method_slot", "method", "enhance", "protocol", "class_id",
+                         "variant", "ok", "score", "seconds", "error", "data"])
+        for r in records_of(experiment=experiment).iterator():
+            writer.writerow([r.image_index, r.image_key, r.method_slot, r.method_key, r.enhance, r.protocol,
+                             r.class_id, r.variant, r.ok, record_score(r), f"{r.seconds:.4f}", r.error,
+                             json.dumps(r.data, sort_keys=True)])
+        return out.getvalue()
+    writer.writerow(["protocol", "protocol_params", "method", "enhance", "n", "failed", "metric", "value", "better", "best"])
+    for block in (experiment.results or {}).get("protocols", []):
+        params = json.dumps(block["params"], sort_keys=True)
+        for row in block["rows"]:
+            for col in block["columns"]:
+                value = row["values"].get(col["key"])
+                writer.writerow([block["name"], params, row["label"], row["enhance"], row["n"], row["failed"],
+                                 col["key"], "" if value is None else value, col["better"],
+                                 value is not None and value == block["best"].get(col["key"])])
+    return out.getvalue()
+
+
+def experiment_json(*, experiment: Experiment, with_records: bool = True) -> dict[str, Any]:
+    data = {"provenance": experiment_provenance(experiment=experiment), "results": experiment.results}
+    if with_records:
+        data["records"] = [
+            {"image_index": r.image_index, "image_key": r.image_key, "method_slot": r.method_slot,
+             "method": r.method_key, "enhance": r.enhance, "protocol": r.protocol, "class_id": r.class_id,
+             "variant": r.variant, "ok": r.ok, "error": r.error, "seconds": r.seconds, "data": r.data}
+            for r in records_of(experiment=experiment).iterator()
+        ]
+    return data
+
+
+def experiments_compare(*, experiments: Iterable[Experiment]) -> dict[str, Any]:
+    """One table per protocol name with a row per (run, method), for runs that share protocols."""
+    by_protocol: dict[str, dict] = {}
+    runs = []
+    for exp in experiments:
+        runs.append({"id": exp.pk, "name": exp.name, "model": exp.model_snapshot.get("name"),
+                     "dataset": exp.dataset_info.get("name"), "selection": exp.dataset_info.get("selection"),
+                     "status": exp.status})
+        for block in (exp.results or {}).get("protocols", []):
+            entry = by_protocol.setdefault(block["name"], {"name": block["name"], "metric": block["metric"],
+                                                           "params": block["params"], "columns": block["columns"],
+                                                           "rows": [], "params_differ": False})
+            if entry["params"] != block["params"]:
+                entry["params_differ"] = True
+            for row in block["rows"]:
+                entry["rows"].append({"run": exp.pk, "run_name": exp.name, **{k: row[k] for k in ("label", "n", "failed", "values")}})
+    for entry in by_protocol.values():
+        entry["best"] = {}
+        for col in entry["columns"]:
+            vals = [r["values"].get(col["key"]) for r in entry["rows"] if r["values"].get(col["key"]) is not None]
+            if vals:
+                entry["best"][col["key"]] = max(vals) if col["better"] == "higher" else min(vals)
+    return {"runs": runs, "protocols": list(by_protocol.values())}

@@ -1,0 +1,128 @@
+"""The run services end to end in this process (the command line's path), checked against the
+metric functions called directly and against hand-computed baselines."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from django.conf import settings
+
+from experiments import selectors, services
+from experiments.core.datasets import sample_dataset
+from experiments.core.metrics import aggregate_pointing, aggregate_segmentation, pointing_pairs
+from experiments.core.protocols import get_protocol
+from experiments.models import Experiment, Record
+
+from .conftest import LOCALISATION
+
+pytestmark = pytest.mark.django_db
+
+
+def _dataset(n=3):
+    return sample_dataset("localisation", cache_dir=settings.DATA_DIR / "samples", seed=0, num_images=12).subset(first=n)
+
+
+def test_centre_baseline_pointing_and_segmentation_match_a_direct_computation(alice, lite0):
+    run = services.experiment_create(
+        owner=alice, name="centre", model=lite0, dataset=LOCALISATION,
+        methods=["baseline_centre"], protocols=["torchray-pointing-v1", "chefer-segmentation-v1"],
+        shard_size=2, submit=False)
+    assert run.status == Experiment.Status.SCHEDULED and run.units_total == 3
+    assert run.estimated_seconds > 0
+    run = services.experiment_run_sync(experiment=run)
+    assert run.status == Experiment.Status.DONE, run.error
+
+    # Independent: the centre map's first maximum is the centre pixel of the square map; a hit
+    # when a ground-truth pixel of the class lies strictly within 15 px of where it lands.
+    protocol = get_protocol("torchray-pointing-v1")
+    hits = {}
+    for sample in _dataset():
+        for class_id, mask, _ in pointing_pairs(sample, protocol):
+            h, w = mask.shape
+            # 224 → H×W bilinear (align_corners=False): the two central map pixels 111, 112 tie;
+            # the first maximum in raster order after resizing lies at the centre of the image.
+            yy, xx = np.nonzero(mask)
+            cy, cx = (h - 1) / 2, (w - 1) / 2
+            # search the resized map's argmax exactly as the protocol defines it
+            import torch
+            import torch.nn.functional as F
+            base = torch.from_numpy(services.baseline_map("baseline_centre", 224, seed=0))
+            big = F.interpolate(base[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
+            py, px = np.unravel_index(np.argmax(big), big.shape)
+            assert abs(py - cy) <= 1 and abs(px - cx) <= 1
+            hit = np.min((yy - py) ** 2 + (xx - px) ** 2) < 15 ** 2
+            hits.setdefault(class_id, []).append(1.0 if hit else 0.0)
+    expected = np.mean([100 * np.mean(v) for v in hits.values()])
+    [pointing, segmentation] = run.results["protocols"]
+    assert pointing["rows"][0]["values"]["all"] == pytest.approx(expected)
+    assert pointing["rows"][0]["n"] == sum(len(v) for v in hits.values())
+
+    # Segmentation pooled over the three images from the stored records equals a recomputation.
+    records = Record.objects.filter(experiment=run, protocol="chefer-segmentation-v1")
+    assert records.count() == 3 and all(r.ok for r in records)
+    again = aggregate_segmentation([r.data for r in records])
+    assert segmentation["rows"][0]["values"]["miou"] == pytest.approx(again["miou"])
+    assert run.manifest["versions"]["torch"]
+    backup = selectors.experiment_text_backup(experiment=run)
+    assert "torchray-pointing-v1" in backup and "tolerance" in backup and lite0.weights_sha256 in backup
+
+
+def test_gradcam_records_are_unique_and_a_rerun_adds_nothing(alice, lite0):
+    run = services.experiment_create(
+        owner=alice, name="gradcam", model=lite0, dataset=LOCALISATION,
+        methods=[{"key": "gradcam"}, {"key": "baseline_random"}], protocols=["torchray-pointing-v1"],
+        shard_size=3, submit=False)
+    run = services.experiment_run_sync(experiment=run)
+    assert run.status == Experiment.Status.DONE, run.error
+    before = list(Record.objects.filter(experiment=run).order_by("pk").values_list(
+        "image_index", "method_slot", "protocol", "class_id", "data"))
+    pairs = sum(len(list(pointing_pairs(s, get_protocol("torchray-pointing-v1")))) for s in _dataset())
+    assert len(before) == 2 * pairs
+    # A shard delivered again after it finished, and one forced to run again, write nothing new.
+    shard = run.shards.get()
+    services.shard_run(shard=shard)
+    type(shard).objects.filter(pk=shard.pk).update(status="running")
+    Experiment.objects.filter(pk=run.pk).update(status="running")
+    services.shard_run(shard=shard)
+    after = list(Record.objects.filter(experiment=run).order_by("pk").values_list(
+        "image_index", "method_slot", "protocol", "class_id", "data"))
+    assert after == before
+    # The pointing score recomputed from the records with the core aggregator.
+    grad = [d for (_, slot, _, _, d) in before if slot == 0]
+    assert run.results["protocols"][0]["rows"][0]["values"]["all"] == pytest.approx(aggregate_pointing(grad)["all"]["score"])
+
+
+def test_a_broken_image_is_a_failed_record_and_the_run_goes_on(alice, lite0, tmp_path, settings):
+    from PIL import Image
+
+    root = tmp_path / "ilsvrc"
+    folder = root / "val" / "n01440764"
+    folder.mkdir(parents=True)
+    Image.new("RGB", (64, 48), (10, 200, 30)).save(folder / "ILSVRC2012_val_00000001.JPEG")
+    (folder / "ILSVRC2012_val_00000002.JPEG").write_bytes(b"not a jpeg at all")
+    # A synset list of 1000 classes (the model's), so labels mean the model's classes.
+    others = [f"n{90000000 + i:08d} class {i}" for i in range(1, 1000)]
+    (root / "synsets.txt").write_text("\n".join(["n01440764 tench, Tinca tinca", *others]) + "\n")
+    settings.DATA_ROOTS = [root]
+    run = services.experiment_create(
+        owner=alice, name="broken", model=lite0,
+        dataset={"kind": "ilsvrc2012-val", "paths": {"images": str(root / "val"), "synsets": str(root / "synsets.txt")}},
+        methods=["gradcam"], protocols=["chefer-perturbation-v1"], submit=False)
+    assert run.num_images == 2
+    run = services.experiment_run_sync(experiment=run)
+    assert run.status == Experiment.Status.DONE
+    bad = Record.objects.get(experiment=run, ok=False)
+    assert bad.image_index == 1 and bad.error
+    assert Record.objects.filter(experiment=run, ok=True).count() == 2   # predicted and target modes
+    assert run.results["protocols"][0]["rows"][0]["failed"] == 1
+
+
+@pytest.mark.parametrize("dataset, protocols, message", [
+    ({"kind": "sample-classification"}, ["torchray-pointing-v1"], "boxes or masks"),
+    ({"kind": "voc2007", "paths": {"root": "/etc"}}, ["thesis-v1"], "outside the configured data roots"),
+    ({"kind": "sample-localisation"}, ["no-such-protocol"], "unknown protocol"),
+])
+def test_requests_that_cannot_run_are_refused_with_a_reason(alice, lite0, dataset, protocols, message):
+    with pytest.raises(ValueError, match=message):
+        services.experiment_create(owner=alice, name="x", model=lite0, dataset=dataset, methods=["gradcam"],
+                                   protocols=protocols, submit=False)
+    assert not Experiment.objects.exists()
