@@ -19,12 +19,15 @@ from torch.nn.grad import conv2d_input
 STABILIZER = 1e-9
 
 
-def safe_divide(numerator: Tensor, denominator: Tensor, eps: float = STABILIZER) -> Tensor:
+def safe_divide(numerator: Tensor, denominator: Tensor, eps: float | None = None) -> Tensor:
     """``numerator / (denominator ± eps)`` with the sign of the denominator, and 0 where it is 0.
+
+    ``eps`` defaults to the module's :data:`STABILIZER` (read at call time).
 
     Zero denominators come from dead units (e.g. every contribution clamped away by the
     α1β0 rule); their relevance has nowhere to go and is dropped rather than turned into NaN.
     """
+    eps = STABILIZER if eps is None else eps
     sign = torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
     stabilized = denominator + eps * sign
     return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / stabilized)
