@@ -4,15 +4,14 @@ Each family has a function that scores one (image, method, class) and returns a 
 record with ``to_dict``/``from_dict`` (so runs store records and resume), and an
 ``aggregate_*`` function that turns records into the table the protocol defines.
 """
+from typing import Any, Iterable, Sequence
+
+from ..protocols import Protocol
 from .causal import CausalRecord, aggregate_causal, auc, causal_curves, causal_record, probability_group
 from .perturbation import PerturbationRecord, aggregate_perturbation, perturbation_record
 from .pointing import PointingRecord, aggregate_pointing, pointing_pairs, pointing_record
 from .sanity import SanityRecord, aggregate_sanity, randomizable_layers, sanity_records
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
-
-from typing import Any, Iterable, Mapping, Sequence
-
-from ..protocols import Protocol
 
 #: The record type each metric family stores (``Protocol.metric`` → class with ``from_dict``).
 RECORD_TYPES = {
