@@ -82,7 +82,9 @@ def _check_inputs(classifier: Classifier, inputs: Tensor) -> Tensor:
         raise TypeError(f"inputs must be a floating point tensor, not {inputs.dtype}")
     if not torch.isfinite(inputs).all():
         raise ValueError("inputs contain NaN or infinite values")
-    return inputs.detach().to(classifier.device, torch.float32)
+    # Keep the model's own precision (float64 models are used to check methods exactly).
+    dtype = next(classifier.module.parameters()).dtype
+    return inputs.detach().to(classifier.device, dtype if dtype.is_floating_point else torch.float32)
 
 
 def _check_targets(classifier: Classifier, targets, batch: int) -> Tensor | None:
