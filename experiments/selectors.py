@@ -224,3 +224,51 @@ def experiments_compare(*, experiments: Iterable[Experiment]) -> dict[str, Any]:
             if vals:
                 entry["best"][col["key"]] = max(vals) if col["better"] == "higher" else min(vals)
     return {"runs": runs, "protocols": list(by_protocol.values())}
+
+
+def experiment_image_png(*, experiment: Experiment, index: int, protocol: str | None = None) -> bytes:
+    """Image ``index`` of the run as the protocol's model input saw it (PNG), for the drill-down overlay."""
+    from PIL import Image
+
+    from . import services
+    from .core.imageops import preprocess_pixels
+    from .core.protocols import Preprocessing, protocol_from_dict
+
+    if not 0 <= index < experiment.num_images:
+        raise services.InputError(f"run #{experiment.pk} has images 0…{experiment.num_images - 1}, not {index}")
+    prep = Preprocessing("square", 224)
+    for pdata in experiment.protocols:
+        if pdata["name"] == protocol:
+            proto = protocol_from_dict(pdata)
+            prep = getattr(proto, "preprocessing", None) or Preprocessing("square", (experiment.model_snapshot or {}).get("input_size", 224))
+    dataset = services.dataset_open(spec=experiment.dataset)
+    pixels = preprocess_pixels(dataset[index].load_image(), prep)
+    array = (pixels.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8")
+    buffer = io.BytesIO()
+    Image.fromarray(array, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def experiment_options(*, user) -> dict[str, Any]:
+    """What a new run can be made of: models, methods (with baselines), protocols, data-set kinds."""
+    from explain.core import registry
+    from explain.selectors import models_visible_to
+
+    from . import services
+    from .core.protocols import get_protocol, protocol_names
+
+    methods = []
+    for key in registry.method_keys():
+        cls = registry.get_method_class(key)
+        methods.append({"key": key, "label": cls.label or key, "families": sorted(cls.families), "baseline": False})
+    for key, label in services.BASELINES.items():
+        methods.append({"key": key, "label": label, "families": ["cnn", "vit"], "baseline": True})
+    return {
+        "models": [{"id": m.pk, "name": m.name, "family": m.family, "num_classes": m.num_classes,
+                    "weights_present": m.weights_present} for m in models_visible_to(user)],
+        "methods": methods,
+        "protocols": [get_protocol(n).to_dict() for n in protocol_names()],
+        "datasets": [{"key": k.key, "label": k.label, "paths": list(k.paths), "optional_paths": list(k.optional_paths),
+                      "labels": k.labels, "objects": k.objects, "foreground": k.foreground}
+                     for k in services.DATASET_KINDS.values()],
+    }

@@ -427,7 +427,7 @@ def experiment_create(
         estimated_seconds=estimate, estimate_basis=basis,
     )
     if submit:
-        experiment_submit(experiment=experiment)
+        experiment = experiment_submit(experiment=experiment)
     return experiment
 
 
