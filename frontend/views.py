@@ -34,7 +34,7 @@ def _workbench(request, mode: str):
         "samples": [{"key": k, "name": v} for k, v in explain_services.SAMPLES.items()],
     }
     return render(request, "frontend/workbench.html", {
-        "mode": mode, "models": models, "config_json": json.dumps(config),
+        "mode": mode, "models": models, "config": config,
         "default_model": next((m.pk for m in models if m.weights_present), None),
     })
 
@@ -233,5 +233,5 @@ def shared_context(explanation_set, share) -> dict:
         "jobs": [{k: v for k, v in item.items() if k not in ("manifest", "manifest_json")} for item in items],
         "options": share.options,
     }
-    return {"set": explanation_set, "items": items, "image": image, "config_json": json.dumps(config),
+    return {"set": explanation_set, "items": items, "image": image, "config": config,
             "mode": config["mode"]}

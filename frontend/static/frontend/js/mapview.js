@@ -121,12 +121,14 @@ export function buildCard({ title, enhance, targetName }) {
     <div class="foot"><span class="runtime">queued</span><span class="downloads"></span></div>`;
   card.querySelector("h3").textContent = title;
   const badges = card.querySelector(".badges");
-  if (enhance) badges.insertAdjacentHTML("beforeend", '<span class="badge accent">enhanced</span> ');
+  if (enhance) badges.insertAdjacentHTML("beforeend", '<span class="badge accent">enhanced</span>');
   if (targetName) {
-    const badge = document.createElement("span");
-    badge.className = "badge";
-    badge.textContent = targetName;
-    badges.append(badge);
+    const head = card.querySelector(".head");
+    head.title = `class: ${targetName}`;
+    const target = document.createElement("span");
+    target.className = "target";
+    target.textContent = targetName;
+    card.querySelector(".foot").prepend(target);
   }
   return card;
 }

@@ -14,6 +14,7 @@ const POLL_MS = 600;
 
 const state = {
   model: null,        // model detail (class_names, …)
+  modelReady: null,   // promise of the model detail and its methods
   methods: [],
   image: null,
   set: null,
@@ -29,14 +30,19 @@ function showError(element, message) {
 }
 
 // -- step 1: model ---------------------------------------------------------------------------
-async function selectModel() {
+function selectModel() {
+  state.modelReady = loadModel();
+  return state.modelReady;
+}
+
+async function loadModel() {
   const id = $("model-select").value;
   if (!id) return;
   const [model, methods] = await Promise.all([api(`${API}models/${id}/`), api(`${API}models/${id}/methods/`)]);
   state.model = model;
   state.methods = methods;
   renderMethods();
-  if (state.image) await createSet();
+  if (state.image) createSet();
 }
 
 // -- step 2: image ---------------------------------------------------------------------------
@@ -70,6 +76,7 @@ async function uploadImage(body) {
 
 // -- step 3: prediction and class ----------------------------------------------------------
 async function createSet() {
+  await state.modelReady;
   clearResults();
   $("predict-panel").hidden = false;
   $("predictions").innerHTML = "";
@@ -218,18 +225,20 @@ async function generate() {
   }
   clearResults();
   $("results-empty").hidden = true;
-  await Promise.all(accepted.jobs.map((url) => follow(url)));
+  // One slot per job, in request order, so cards keep the order of the method list.
+  const slots = accepted.jobs.map(() => $("results").appendChild(document.createElement("div")));
+  await Promise.all(accepted.jobs.map((url, i) => follow(url, slots[i])));
   updateButtons();
 }
 
-async function follow(url) {
+async function follow(url, slot) {
   let job = await api(url);
   const card = buildCard({ title: job.method_label, enhance: job.enhance, targetName: job.target_name });
   card.dataset.method = job.method_key;
   card.dataset.enhance = job.enhance;
   card.dataset.status = job.status;
   card.dataset.testid = "result";
-  $("results").append(card);
+  slot.replaceWith(card);
   const entry = { job, card, view: null };
   state.views.set(job.id, entry);
   const bar = card.querySelector(".progress > div");
