@@ -299,7 +299,7 @@ def _classifier(spec: ModelSpec, module: nn.Module, checksum: str, device: torch
     )
 
 
-_cache: dict[tuple[str, str], Classifier] = {}
+_cache: dict[tuple[str, str, str], Classifier] = {}
 _cache_lock = threading.Lock()
 
 
@@ -313,30 +313,31 @@ def load_classifier(name: str, device: torch.device | str | None = None) -> Clas
     Parameters are frozen (``requires_grad=False``): explainers ask for gradients of
     activations, never of weights. Raises ``WeightsMissing`` where the weights are not here.
     """
-    device = torch.device(device) if device is not None else default_device()
-    key = (name, str(device))
-    with _cache_lock:
-        if key not in _cache:
-            _cache[key] = _load_uncached(name, device)
-        return _cache[key]
-
-
-def _load_uncached(name: str, device: torch.device) -> Classifier:
     spec = get_spec(name)
+    device = torch.device(device) if device is not None else default_device()
     path = weights_file(name)
     if path is None:
         raise WeightsMissing(
             f"the weights of {spec.label} are not on this machine (looked in {weights_dir()} and in "
             f"{spec.source}); install a weights file with `python manage.py import_weights {name} FILE`"
         )
+    # Keyed by the file too: weights imported later, or another weights folder, load afresh.
+    key = (name, str(device), str(path))
+    with _cache_lock:
+        if key not in _cache:
+            _cache[key] = _load_uncached(spec, path, device)
+        return _cache[key]
+
+
+def _load_uncached(spec: ModelSpec, path: Path, device: torch.device) -> Classifier:
     checksum = sha256_of(path)
     if spec.known_sha256 and path == spec.library_file() and checksum != spec.known_sha256:
         raise WeightsInvalid(f"{path} has checksum {checksum[:12]}…, expected {spec.known_sha256[:12]}…")
     module = spec.build(1000)
-    from_package = path != weights_dir() / f"{name}.safetensors"
+    from_package = path != weights_dir() / f"{spec.name}.safetensors"
     state = fit_state_dict(module, read_state_dict(path), map_keys_in_order=spec.map_keys_in_order and from_package)
     module.load_state_dict(state)
-    logger.info("loaded %s from %s (sha256 %s)", name, path, checksum[:12])
+    logger.info("loaded %s from %s (sha256 %s)", spec.name, path, checksum[:12])
     return _classifier(spec, module, checksum, device)
 
 
