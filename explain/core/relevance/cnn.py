@@ -189,23 +189,32 @@ def canonizers() -> list:
     ]
 
 
-def make_composite(name: str, low: Tensor, high: Tensor, epsilon: float = 1e-6, ignore_bias: bool = True):
+def make_composite(
+    name: str,
+    low: Tensor,
+    high: Tensor,
+    epsilon: float = 1e-6,
+    ignore_bias: bool = True,
+    stabilizer: float = 1e-6,
+):
     """The zennit composite ``name`` (one of :data:`COMPOSITES`) with fresh canonizers.
 
     ``low``/``high`` are the input bounds for z^B, shaped like the input batch. With
     ``ignore_bias`` every rule leaves the biases out (zennit's ``zero_params=["bias"]``), so no
     relevance is absorbed by them and the input relevance sums to the explained logit.
+    ``stabilizer`` is added (with the sign) to the denominators of the other rules (zennit's
+    default 1e-6 is absolute: it takes a visible share where activations are ~1e-4).
     """
     zero = ["bias"] if ignore_bias else None
-    layer_map = layer_map_base() + [
-        (nn.Conv2d, ZPlusWSquare() if ignore_bias else ZPlus()),
-        (Convolution, ZPlus(zero_params=zero)),
+    layer_map = layer_map_base(stabilizer) + [
+        (nn.Conv2d, ZPlusWSquare() if ignore_bias else ZPlus(stabilizer=stabilizer)),
+        (Convolution, ZPlus(stabilizer=stabilizer, zero_params=zero)),
         (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero)),
     ]
     if name == "epsilon_plus_box":
-        first_map = [(Convolution, ZBox(low=low, high=high, zero_params=zero))]
+        first_map = [(Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero))]
     elif name == "epsilon_plus_flat":
-        first_map = [(Linear, Flat(zero_params=zero))]
+        first_map = [(Linear, Flat(stabilizer=stabilizer, zero_params=zero))]
     else:
         raise ValueError(f"unknown LRP composite {name!r}; choose one of {list(COMPOSITES)}")
     return SpecialFirstLayerMapComposite(layer_map=layer_map, first_map=first_map, canonizers=canonizers())
@@ -221,6 +230,7 @@ def cnn_relevance(
     composite: str = "epsilon_plus_box",
     epsilon: float = 1e-6,
     ignore_bias: bool = True,
+    stabilizer: float = 1e-6,
 ) -> tuple[Tensor, Tensor]:
     """Relevance of every input pixel and channel, ``B×3×H×W``, and the logits ``B×C``.
 
@@ -232,14 +242,14 @@ def cnn_relevance(
             (e.g. the one-hot mask times the logits, to explain the logit itself).
         low, high: bounds of the normalised input, broadcastable to ``inputs``.
         composite: one of :data:`COMPOSITES`; epsilon: of the ε-rule in the dense layers.
-        ignore_bias: leave biases out of every rule (see :func:`make_composite`).
+        ignore_bias, stabilizer: see :func:`make_composite`.
 
     The logits are those of the canonized model, equal to the original's up to float rounding.
     """
     x = inputs.detach().clone().requires_grad_(True)
     low = (low.to(x) + torch.zeros_like(x)).detach()
     high = (high.to(x) + torch.zeros_like(x)).detach()
-    rules = make_composite(composite, low, high, epsilon, ignore_bias)
+    rules = make_composite(composite, low, high, epsilon, ignore_bias, stabilizer)
     with HookSession(model) as session:
         session.freeze_parameters()
         model.eval()
