@@ -37,7 +37,7 @@ def logit_of_target(targets):
     return lambda out: nn.functional.one_hot(targets, out.shape[1]).to(out) * out
 
 
-def images(n, size, seed=0):
+def random_images(n, size, seed=0):
     torch.manual_seed(seed)
     return (torch.rand(n, 3, size, size) - MEAN) / STD
 
@@ -68,7 +68,7 @@ def test_tiny_cnn_matches_explicit_rules():
         nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 3, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(5, 3),
     ).eval()
-    x = images(2, 8)
+    x = random_images(2, 8)
     targets = torch.tensor([0, 2])
     relevance, logits = cnn_relevance(net, x, logit_of_target(targets), low=LOW, high=HIGH, epsilon=1e-6)
 
@@ -95,7 +95,7 @@ def test_lrp_method_map_is_the_positive_channel_sum_and_batches():
     ).eval()
     clf = Classifier(name="tiny-cnn", module=net, family="cnn", class_names=("a", "b", "c", "d"),
                      default_layers={"cam": "3"}, input_size=16, resize_size=16)
-    x = images(3, 16)
+    x = random_images(3, 16)
     targets = torch.tensor([1, 3, 0])
     batch = explain(clf, x, "lrp", targets=targets)
     relevance, _ = cnn_relevance(net, x, logit_of_target(targets), low=LOW, high=HIGH)
@@ -118,7 +118,7 @@ def test_conservation_with_biases(name, size):
     last feature map holds values ~1e-4.)"""
     clf = random_classifier(name, num_classes=10, seed=0)
     model = randomise_biases(clf.module).double()
-    x = images(2, size).double()
+    x = random_images(2, size).double()
     with torch.no_grad():
         reference = model(x)
     targets = reference.argmin(dim=1)           # any class: the rules do not care
@@ -134,7 +134,7 @@ def test_conservation_with_biases(name, size):
 def test_textbook_rules_conserve_without_biases(name, size):
     clf = random_classifier(name, num_classes=10, seed=0)
     model = randomise_biases(clf.module, zero=True)
-    x = images(2, size)
+    x = random_images(2, size)
     targets = torch.tensor([1, 2])
     relevance, logits = cnn_relevance(
         model, x, logit_of_target(targets), low=LOW, high=HIGH, ignore_bias=False, epsilon=1e-9
@@ -146,7 +146,7 @@ def test_textbook_rules_conserve_without_biases(name, size):
 def test_textbook_rules_lose_relevance_to_folded_biases():
     """Why biases are left out by default: with them, a large part of the logit never reaches the pixels."""
     model = randomise_biases(random_classifier("efficientnet_lite0", num_classes=10).module)
-    x = images(2, 64)
+    x = random_images(2, 64)
     targets = torch.tensor([1, 2])
     relevance, logits = cnn_relevance(model, x, logit_of_target(targets), low=LOW, high=HIGH, ignore_bias=False)
     explained = logits[torch.arange(2), targets]
@@ -174,7 +174,7 @@ def test_real_efficientnet_lite0_conserves_the_logit():
 
 def test_residual_canonizer_is_what_makes_efficientnet_conserve():
     model = randomise_biases(random_classifier("efficientnet_lite0", num_classes=10).module, zero=True)
-    x = images(1, 64)
+    x = random_images(1, 64)
     targets = torch.tensor([3])
     composite = make_composite("epsilon_plus_box", LOW + 0 * x, HIGH + 0 * x)
     composite.canonizers = [c for c in composite.canonizers if not isinstance(c, TimmResidualCanonizer)]
@@ -189,7 +189,7 @@ def test_batch_norm_merge_finds_timm_batchnormact_and_undoes_itself():
     model = randomise_biases(random_classifier("efficientnet_lite0", num_classes=10).module)
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    x = images(1, 64)
+    x = random_images(1, 64)
     with torch.no_grad():
         before = model(x)
     assert SequentialMergeBatchNorm().apply(model) == []       # zennit's own misses BatchNormAct2d
@@ -211,7 +211,7 @@ def test_model_left_exactly_as_it_was(name, size):
     state = {k: v.clone() for k, v in model.state_dict().items()}
     conv_biases = [m.bias is None for m in model.modules() if isinstance(m, nn.Conv2d)]
     eps = [m.eps for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    x = images(2, size)
+    x = random_images(2, size)
     with torch.no_grad():
         before = model(x)
     cnn_relevance(model, x, logit_of_target(torch.tensor([0, 1])), low=LOW, high=HIGH)
