@@ -32,6 +32,10 @@ class ClassifierModelUploadSerializer(serializers.Serializer):
     class_names = serializers.FileField(required=False, help_text="text file, one class name per line")
 
 
+class WeightsImportSerializer(serializers.Serializer):
+    weights = serializers.FileField(help_text=".safetensors or a PyTorch state_dict for the built-in architecture")
+
+
 class RenameSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
 

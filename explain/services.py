@@ -94,6 +94,28 @@ def builtin_models_sync() -> list[ClassifierModel]:
     return rows
 
 
+def builtin_weights_import(*, model: ClassifierModel, weights) -> ClassifierModel:
+    """Install an operator's weights file for a built-in model (checked like ``manage.py import_weights``).
+
+    The file is checked against the architecture and written as ``.safetensors`` into the
+    weights folder; the row then reports the weights as present. Raises ``WeightsInvalid``.
+    """
+    if not model.is_builtin:
+        raise InputError("weights can be imported for built-in models only; upload your own model instead")
+    original = Path(getattr(weights, "name", "weights.pth") or "weights.pth").name
+    suffix = ".safetensors" if original.endswith(".safetensors") else ".pth"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"import{suffix}"
+        with open(path, "wb") as out:
+            for chunk in (weights.chunks() if hasattr(weights, "chunks") else [weights.read()]):
+                out.write(chunk)
+        zoo.import_weights(model.builtin_key, path)
+    builtin_models_sync()
+    model.refresh_from_db()
+    logger.info("imported weights for built-in %s (sha256 %s)", model.builtin_key, model.weights_sha256[:12])
+    return model
+
+
 def classifier_model_layers_ensure(*, model: ClassifierModel) -> ClassifierModel:
     """Record the hookable layers of a built-in the first time a form needs them (builds the net once)."""
     if not model.layers and model.is_builtin:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 from django.http import FileResponse, HttpResponse
-from django.shortcuts import get_object_or_404
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
@@ -106,6 +105,16 @@ class ClassifierModelViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
     def destroy(self, request, *args, **kwargs):
         services.classifier_model_delete(model=self._own())
         return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @extend_schema(request={"multipart/form-data": serializers.WeightsImportSerializer},
+                   responses={200: serializers.ClassifierModelSerializer})
+    @action(detail=True, methods=["post"], permission_classes=[permissions.IsAdminUser])
+    def weights(self, request, pk=None):
+        """Operators (staff) install pretrained weights for a built-in model on a machine without internet."""
+        data = serializers.WeightsImportSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        model = services.builtin_weights_import(model=self.get_object(), weights=data.validated_data["weights"])
+        return Response(serializers.ClassifierModelSerializer(model).data)
 
     @extend_schema(responses={200: OpenApiResponse(description="method schemas with availability and saved values")})
     @action(detail=True, methods=["get"])
@@ -275,14 +284,3 @@ def raw_response(job) -> FileResponse:
     name = f"{job.method_key}{'-enhanced' if job.enhance else ''}-class{job.target}.npy"
     return FileResponse(job.raw_file.open("rb"), as_attachment=True, filename=name,
                         content_type="application/octet-stream")
-
-
-def display_image_response(image) -> FileResponse:
-    return FileResponse(image.display_file.open("rb"), content_type="image/jpeg")
-
-
-def get_own(queryset, pk):
-    return get_object_or_404(queryset, pk=pk)
-
-
-__all__ = ["DomainErrorsMixin", "domain_error", "permissions"]

@@ -16,7 +16,6 @@ from explain import selectors as explain_selectors
 from explain import services as explain_services
 from explain.core import custom, registry
 from explain.core.enhance import ENHANCE_PARAMS
-from explain.models import ClassifierModel
 from sharing import selectors as sharing_selectors
 from sharing import services as sharing_services
 
@@ -94,6 +93,25 @@ def models_page(request):
     builtins = explain_selectors.models_visible_to(None)
     own = explain_selectors.models_owned_by(request.user)
     return render(request, "frontend/models.html", {"form": form, "builtins": builtins, "own": own})
+
+
+@login_required
+@require_POST
+def builtin_weights_import(request, pk: int):
+    if not request.user.is_staff:
+        raise Http404("only operators import weights")
+    model = get_object_or_404(explain_selectors.models_visible_to(None), pk=pk)
+    upload = request.FILES.get("weights")
+    if upload is None:
+        messages.error(request, "Choose a weights file to import.")
+        return redirect("frontend:models")
+    try:
+        explain_services.builtin_weights_import(model=model, weights=upload)
+    except ValueError as error:
+        messages.error(request, f"The weights of {model.name} were not installed: {error}")
+    else:
+        messages.success(request, f"The weights of {model.name} were checked and installed.")
+    return redirect("frontend:models")
 
 
 @login_required

@@ -403,3 +403,43 @@ def test_share_options_are_validated(alice_api, predicted_set):
     response = alice_api.post("/api/shares/", {"view": "segmentation", "object_id": predicted_set["id"],
                                                "options": {"ratio": 500}}, format="json")
     assert response.status_code == 400 and "ratio" in response.json()["options"]
+
+
+def test_uploaded_vit_explains_with_token_layer(alice_api):
+    response = _post_model(alice_api, "vit_tiny_patch16_224", state_dict_bytes("vit_tiny_patch16_224", 3),
+                           name="vit", classes=b"x\ny\nz\n")
+    assert response.status_code == 201, response.content
+    model = response.json()
+    assert model["family"] == "vit" and model["default_layers"] == {"tokens": "blocks.11.norm1"}
+    methods = {m["key"]: m for m in alice_api.get(f"/api/models/{model['id']}/methods/").json()}
+    assert methods["gradcam"]["reason_unavailable"] == ""
+    assert "CNN models only" in methods["layercam"]["reason_unavailable"]
+    image = alice_api.post("/api/images/", {"sample": "chelsea"}, format="json").json()
+    accepted = alice_api.post("/api/explanation-sets/", {"model": model["id"], "image": image["id"]}, format="json")
+    run_jobs([job_id_from(u) for u in accepted.json()["jobs"]])
+    refused = alice_api.post(f"{accepted.json()['url']}maps/", {"target": 0, "methods": [{"key": "layercam"}]},
+                             format="json")
+    assert refused.status_code == 400 and "CNN models only" in refused.json()["detail"]
+    maps = alice_api.post(f"{accepted.json()['url']}maps/", {"target": 1, "methods": [{"key": "gradcam"}]},
+                          format="json")
+    [job] = run_jobs([job_id_from(u) for u in maps.json()["jobs"]])
+    assert job.status == "done", job.error
+    assert job.manifest["layer"] == "blocks.11.norm1" and job.manifest["model_family"] == "vit"
+
+
+def test_operators_import_builtin_weights(alice_api, alice, builtin_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("SALIENCY_WEIGHTS_DIR", str(tmp_path))  # keep the machine's weights folder untouched
+    resnet = builtin_models["resnet18"]
+    weights = state_dict_bytes("resnet18", 1000)
+    refused = alice_api.post(f"/api/models/{resnet.pk}/weights/", {"weights": upload("r.pth", weights)},
+                             format="multipart")
+    assert refused.status_code == 403
+    alice.is_staff = True
+    alice.save()
+    wrong = alice_api.post(f"/api/models/{resnet.pk}/weights/",
+                           {"weights": upload("r.pth", state_dict_bytes("mobilenet_v2", 1000))}, format="multipart")
+    assert wrong.status_code == 400 and "do not fit" in wrong.json()["detail"]
+    ok = alice_api.post(f"/api/models/{resnet.pk}/weights/", {"weights": upload("r.pth", weights)}, format="multipart")
+    assert ok.status_code == 200, ok.content
+    assert ok.json()["weights_present"] is True
+    assert ok.json()["weights_sha256"] == zoo.sha256_of(tmp_path / "resnet18.safetensors")
