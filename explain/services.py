@@ -186,13 +186,14 @@ def classifier_model_rename(*, model: ClassifierModel, name: str) -> ClassifierM
     return model
 
 
+@transaction.atomic
 def classifier_model_delete(*, model: ClassifierModel) -> None:
     if model.is_builtin:
         raise InputError("built-in models cannot be deleted")
-    path = Path(model.weights_file.path) if model.weights_file else None
+    for explanation_set in model.explanation_sets.all():
+        explanation_set_delete(explanation_set=explanation_set)
+    _delete_files_on_commit([model.weights_file])
     model.delete()
-    if path is not None:
-        transaction.on_commit(lambda: path.unlink(missing_ok=True))
 
 
 def classifier_load(*, model: ClassifierModel, device=None):
@@ -298,9 +299,23 @@ def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage
 
 
 def _enqueue(job: Job) -> None:
+    """Send the job to the ``gpu`` queue once its row is committed (a worker must be able to read it)."""
     from .tasks import run_job
 
-    transaction.on_commit(lambda: run_job.delay(job.pk))
+    def send() -> None:
+        try:
+            run_job.delay(job.pk)
+        except Exception:  # noqa: BLE001 - the broker is down: say so on the job instead of a 500
+            logger.exception("could not queue job %s", job.pk)
+            Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, finished_at=timezone.now(),
+                                                 error="the job queue is unreachable; try again in a moment")
+
+    transaction.on_commit(send)
+
+
+def _delete_files_on_commit(fields) -> None:
+    paths = [Path(f.path) for f in fields if f]
+    transaction.on_commit(lambda: [p.unlink(missing_ok=True) for p in paths])
 
 
 def _require_weights(model: ClassifierModel) -> None:
@@ -433,5 +448,17 @@ def _run_explanation(job: Job) -> None:
     _finish(job, manifest=manifest, seconds=float(manifest.get("seconds", 0.0)), map_max=float(shown.max()))
 
 
+@transaction.atomic
 def explanation_set_delete(*, explanation_set: ExplanationSet) -> None:
+    """Delete a set, its jobs and their map files."""
+    _delete_files_on_commit([f for job in explanation_set.jobs.all() for f in (job.map_file, job.raw_file)])
     explanation_set.delete()
+
+
+@transaction.atomic
+def image_delete(*, image: InputImage) -> None:
+    """Delete an image with every set made from it, and their files."""
+    for explanation_set in image.explanation_sets.all():
+        explanation_set_delete(explanation_set=explanation_set)
+    _delete_files_on_commit([image.file, image.display_file])
+    image.delete()

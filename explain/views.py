@@ -190,6 +190,10 @@ class InputImageViewSet(DomainErrorsMixin, mixins.CreateModelMixin, mixins.Retri
                                       sample=data.validated_data.get("sample"))
         return Response(serializers.InputImageSerializer(image).data, status=status.HTTP_201_CREATED)
 
+    def destroy(self, request, *args, **kwargs):
+        services.image_delete(image=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
     @extend_schema(responses={(200, "image/jpeg"): OpenApiResponse(description="the display JPEG")})
     @action(detail=True, methods=["get"], url_path="display")
     def display(self, request, pk=None):

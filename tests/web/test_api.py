@@ -443,3 +443,20 @@ def test_operators_import_builtin_weights(alice_api, alice, builtin_models, tmp_
     assert ok.status_code == 200, ok.content
     assert ok.json()["weights_present"] is True
     assert ok.json()["weights_sha256"] == zoo.sha256_of(tmp_path / "resnet18.safetensors")
+
+
+def test_deleting_an_image_removes_its_sets_and_files(alice_api, bob_api, predicted_set,
+                                                      django_capture_on_commit_callbacks):
+    from explain.models import ExplanationSet, InputImage
+
+    maps = alice_api.post(f"{predicted_set['url']}maps/", {"target": 3, "methods": [{"key": "xgradcam"}]},
+                          format="json")
+    [job] = run_jobs([job_id_from(u) for u in maps.json()["jobs"]])
+    image = InputImage.objects.get(pk=predicted_set["image"]["id"])
+    files = [Path(image.file.path), Path(image.display_file.path), Path(job.map_file.path), Path(job.raw_file.path)]
+    assert all(f.is_file() for f in files)
+    assert bob_api.delete(f"/api/images/{image.pk}/").status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        assert alice_api.delete(f"/api/images/{image.pk}/").status_code == 204
+    assert not ExplanationSet.objects.filter(pk=predicted_set["id"]).exists()
+    assert not any(f.exists() for f in files)
