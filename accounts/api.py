@@ -74,10 +74,7 @@ class TokenView(APIView):
                             password=data.validated_data["password"])
         if user is None:
             raise serializers.ValidationError({"detail": "Unknown username/account number or wrong password."})
-        from rest_framework.authtoken.models import Token
-
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
+        return Response({"token": services.account_token_get(user=user).key})
 
 
 class MeView(APIView):

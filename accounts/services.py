@@ -60,6 +60,12 @@ def account_change_password(*, user, old_password: str, new_password: str) -> No
     user.save(update_fields=["password"])
 
 
+def account_token_get(*, user) -> Token:
+    """The user's API token, created on first use."""
+    token, _ = Token.objects.get_or_create(user=user)
+    return token
+
+
 def account_token_regenerate(*, user) -> Token:
     """Replace the user's API token with a new one (the old one stops working)."""
     with transaction.atomic():
