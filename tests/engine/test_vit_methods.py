@@ -7,6 +7,15 @@ the closed-form matrix products of :mod:`explain.core.relevance.rules`. The meth
 agree with it to float64 rounding (with the rules' 1e-9 denominator stabiliser turned off) on
 small random ViTs with non-trivial weights (biases,
 LayerScale, peaked attention).
+
+Agreement with the authors' code (hila-chefer/Transformer-Explainability, ``ViT_LRP.py``, run
+outside this repository on the same float64 weights, 3 random ViTs from 32 px/3 blocks to
+224 px/6 blocks, 3 images each, maximum difference relative to the map's maximum):
+Transformer Attribution ≤ 1e-5, partial LRP ("last_layer") ≤ 5e-7, full LRP with per-image
+input bounds ≤ 5e-4, attention rollout (up to the constant factor 2^B of its unnormalised
+rows) ≤ 1e-15. Replacing the reference's ``Clone`` relevance (which divides by the
+stabilised input and multiplies back) by an exact sum and using the same stabilised division
+brings all of them to ≤ 5e-9.
 """
 from __future__ import annotations
 
