@@ -14,7 +14,6 @@ pages = [
     path("settings/", views.settings_page, name="settings"),
     path("shares/", views.shares_page, name="shares"),
     path("shares/<int:pk>/revoke/", views.share_revoke, name="share-revoke"),
-    path("experiments/", views.experiments_placeholder, name="experiments"),
 ]
 
 urlpatterns = [

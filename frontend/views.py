@@ -48,11 +48,6 @@ def segment_page(request):
     return _workbench(request, "segment")
 
 
-@login_required
-def experiments_placeholder(request):
-    return render(request, "frontend/experiments_placeholder.html")
-
-
 # -- models ---------------------------------------------------------------------------------
 
 class UploadForm(forms.Form):
