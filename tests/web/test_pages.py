@@ -104,3 +104,19 @@ def test_shares_page_revokes_only_own(client, alice, bob, lite0):
     client.logout()
     assert client.get(f"/s/{share.token}/").status_code == 404
     assert Share.objects.active().count() == 0
+
+
+def test_static_modules_are_served_with_their_imports(client, alice, lite0):
+    """The page's module is served under its hashed name, and the modules it imports by plain name too."""
+    import re
+
+    client.force_login(alice)
+    page = client.get("/explain/").content.decode()
+    src = re.search(r'<script type="module" src="([^"]+)"', page).group(1)
+    assert re.search(r"workbench\.[0-9a-f]{12}\.js$", src), src
+    module = client.get(src)
+    assert module.status_code == 200 and "javascript" in module["Content-Type"]
+    body = b"".join(module.streaming_content).decode() if module.streaming else module.content.decode()
+    for name in re.findall(r'from "\./([\w.]+)"', body):
+        imported = client.get(f"/static/frontend/js/{name}")
+        assert imported.status_code == 200, name
