@@ -137,3 +137,17 @@ def test_trace_without_grad_builds_no_graph():
     assert trace.logits.grad_fn is None
     assert trace.blocks[0].attn.shape == (1, 4, 17, 17)
     assert torch.allclose(trace.blocks[0].attn.sum(-1), torch.ones(1, 4, 17))
+
+
+def test_propagation_can_stop_at_a_block():
+    model = tiny_vit(depth=3).double()
+    trace = trace_vit(model, torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    one_hot = torch.zeros(2, 10, dtype=torch.float64)
+    one_hot[:, 1] = 1
+    full = propagate(trace, one_hot, to_pixels=False)
+    last_only = propagate(trace, one_hot, to_pixels=False, down_to_block=2)
+    assert last_only.attention[:2] == [None, None]
+    assert torch.equal(last_only.attention[2], full.attention[2])
+    assert "block1" not in last_only.totals and "block1" in full.totals
+    with pytest.raises(ValueError, match=r"down_to_block must be in \[0, 2\]"):
+        propagate(trace, one_hot, to_pixels=False, down_to_block=3)

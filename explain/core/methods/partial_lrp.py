@@ -30,11 +30,13 @@ class PartialLRP(Method):
 
     label: ClassVar[str] = "Partial LRP"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
-    uses_gradients: ClassVar[bool] = True
+    uses_gradients: ClassVar[bool] = False
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        trace = trace_vit(classifier.module, inputs)
-        logits = trace.logits.detach()
+        # no gradient needed, and relevance only has to get through the head and the last block
+        trace = trace_vit(classifier.module, inputs, with_grad=False)
+        logits = trace.logits
         one_hot = torch.nn.functional.one_hot(targets.to(logits.device), logits.shape[1]).to(logits.dtype)
-        relevance = propagate(trace, one_hot, to_pixels=False).attention[-1]
+        last = len(trace.blocks) - 1
+        relevance = propagate(trace, one_hot, to_pixels=False, down_to_block=last).attention[last]
         return class_token_row(relevance.clamp(min=0).mean(dim=1), classifier.module)

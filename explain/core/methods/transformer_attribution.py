@@ -51,9 +51,9 @@ class TransformerAttribution(Method):
         gradients = trace.attention_gradients(targets)
         logits = trace.logits.detach()
         one_hot = torch.nn.functional.one_hot(targets.to(logits.device), logits.shape[1]).to(logits.dtype)
-        relevances = propagate(trace, one_hot, to_pixels=False).attention
+        relevances = propagate(trace, one_hot, to_pixels=False, down_to_block=start).attention
         mixing = [
-            plus_identity((grad * rel).clamp(min=0).mean(dim=1))
+            None if rel is None else plus_identity((grad * rel).clamp(min=0).mean(dim=1))
             for grad, rel in zip(gradients, relevances)
         ]
         return class_token_row(rollout(mixing, start), model)

@@ -257,6 +257,7 @@ def propagate(
     high: Tensor | None = None,
     alpha: float = 1.0,
     to_pixels: bool = True,
+    down_to_block: int = 0,
 ) -> ViTRelevance:
     """Propagate ``output_relevance`` (``B×C``, e.g. a one-hot or the target logit) to the pixels.
 
@@ -267,8 +268,11 @@ def propagate(
             broadcastable to ``B×3×H×W`` (e.g. ``1×3×1×1``). ``None`` takes each image's own
             minimum and maximum, as the reference code does.
         alpha: of the αβ rule in the linear layers (``β = α − 1``; Chefer et al. use 1).
-        to_pixels: ``False`` stops after the first block (Transformer Attribution and partial
-            LRP need only the attention relevances); ``pixels`` is then ``None``.
+        to_pixels: ``False`` stops after block ``down_to_block`` (Transformer Attribution and
+            partial LRP need only attention relevances); ``pixels`` is then ``None`` and
+            ``attention`` holds ``None`` for the blocks not reached.
+        down_to_block: with ``to_pixels=False``, the lowest block to propagate through
+            (partial LRP needs only the last one).
     """
     model = trace.model
     totals: dict[str, Tensor] = {"logits": per_sample_sum(output_relevance)}
@@ -279,8 +283,11 @@ def propagate(
         relevance = torch.zeros_like(tokens)
         relevance[:, 0] = r_pooled            # class-token pooling; the final LayerNorm passes it
         totals["blocks_out"] = per_sample_sum(relevance)
-        attention: list[Tensor] = [None] * len(trace.blocks)
-        for index in reversed(range(len(trace.blocks))):
+        attention: list[Tensor | None] = [None] * len(trace.blocks)
+        lowest = 0 if to_pixels else down_to_block
+        if not 0 <= lowest < len(trace.blocks):
+            raise ValueError(f"down_to_block must be in [0, {len(trace.blocks) - 1}], not {down_to_block}")
+        for index in reversed(range(lowest, len(trace.blocks))):
             relevance, attention[index] = _block_relevance(model.blocks[index], trace.blocks[index], relevance, alpha)
             totals[f"block{index}"] = per_sample_sum(relevance)
         if not to_pixels:
