@@ -10,6 +10,15 @@ from rest_framework.test import APIClient
 PASSWORD = "a-Long-enough-passphrase-42"
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    # The jobs these tests run in-process are small; one thread is faster on a shared two-core machine.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def builtin_models(db):
     from explain.services import builtin_models_sync
