@@ -365,3 +365,12 @@ def test_batch_equals_one_by_one_through_the_engine(float_setup, key):
         assert scale > 0
         assert torch.allclose(batch[i].saliency, one.saliency, rtol=1e-4, atol=1e-5 * scale)
         assert batch[i].saliency.shape == (32, 32)
+
+
+@pytest.mark.parametrize("key", ["transformer_attribution", "lrp", "attention_rollout"])
+def test_chunk_size_does_not_change_the_maps(float_setup, key):
+    clf, x, targets = float_setup
+    method = METHODS[key]()
+    whole = method.attribute(clf, x, targets, method.resolve_params(clf, {"batch_size": 16}), None)
+    single = method.attribute(clf, x, targets, method.resolve_params(clf, {"batch_size": 1}), None)
+    assert torch.allclose(whole, single, rtol=1e-4, atol=1e-6 * float(whole.abs().max()))

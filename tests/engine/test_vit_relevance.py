@@ -151,3 +151,19 @@ def test_propagation_can_stop_at_a_block():
     assert "block1" not in last_only.totals and "block1" in full.totals
     with pytest.raises(ValueError, match=r"down_to_block must be in \[0, 2\]"):
         propagate(trace, one_hot, to_pixels=False, down_to_block=3)
+
+
+def test_a_forward_that_skips_the_attention_hooks_is_reported():
+    """If the attention maps are not recorded (here: the fused path forced back on inside the
+    forward), the trace refuses instead of propagating with holes."""
+    model = tiny_vit(depth=1)
+
+    def force_fused(module, args):
+        module.fused_attn = True
+
+    handle = model.blocks[0].attn.register_forward_pre_hook(force_fused)
+    try:
+        with pytest.raises(ValueError, match="nothing for"):
+            trace_vit(model, torch.rand(1, 3, 32, 32))
+    finally:
+        handle.remove()

@@ -6,8 +6,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from explain.core.methods.base import Method, Param
+from explain.core.methods.base import Method, Param, batch_size_param
 from explain.core.registry import register_method
+from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, trace_vit
 
@@ -71,9 +72,13 @@ class AttentionRollout(Method):
         Param("discard_ratio", "float", 0.0, minimum=0.0, maximum=0.99,
               help="Fraction of the smallest fused attention values zeroed in each block before "
                    "rollout (0 in the paper; 0.9 is a common choice for sharper maps)."),
+        batch_size_param(16, "images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
+        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
+
+    def _maps(self, classifier, inputs, targets, params) -> Tensor:
         trace = trace_vit(classifier.module, inputs, with_grad=False)
         mixing = []
         for block in trace.blocks:

@@ -5,8 +5,9 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from explain.core.methods.base import Method
+from explain.core.methods.base import Method, Param, batch_size_param
 from explain.core.registry import register_method
+from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, trace_vit
 
@@ -31,8 +32,12 @@ class GradientRollout(Method):
     label: ClassVar[str] = "Gradient Rollout"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
     uses_gradients: ClassVar[bool] = True
+    params: ClassVar[tuple[Param, ...]] = (batch_size_param(16, "images"),)
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
+        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
+
+    def _maps(self, classifier, inputs, targets, params) -> Tensor:
         trace = trace_vit(classifier.module, inputs)
         gradients = trace.attention_gradients(targets)
         mixing = [

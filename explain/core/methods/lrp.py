@@ -7,8 +7,9 @@ import torch
 from torch import Tensor
 
 from explain.core.handle import Classifier
-from explain.core.methods.base import Method, Param
+from explain.core.methods.base import Method, Param, batch_size_param
 from explain.core.registry import register_method
+from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.cnn import COMPOSITES, cnn_relevance
 from explain.core.relevance.vit import propagate, trace_vit
 
@@ -69,9 +70,13 @@ class LRP(Method):
         Param("ignore_bias", "bool", True,
               help="Leave biases out of the CNN rules so the whole logit reaches the pixels (on); "
                    "off, biases absorb their share as in textbook LRP. ViT rules always leave them out."),
+        batch_size_param(16, "images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
+        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
+
+    def _maps(self, classifier, inputs, targets, params) -> Tensor:
         low, high = input_bounds(classifier, inputs)
         if classifier.family == "vit":
             trace = trace_vit(classifier.module, inputs)

@@ -6,8 +6,9 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from explain.core.methods.base import Method, Param
+from explain.core.methods.base import Method, Param, batch_size_param
 from explain.core.registry import register_method
+from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, propagate, trace_vit
 
@@ -40,9 +41,13 @@ class TransformerAttribution(Method):
         Param("start_block", "int", 0, minimum=0, maximum=1000,
               help="First block (0-based) included in the product; earlier blocks are left out "
                    "(the authors' start_layer, 0 in the paper)."),
+        batch_size_param(16, "images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
+        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
+
+    def _maps(self, classifier, inputs, targets, params) -> Tensor:
         model = classifier.module
         start = int(params.get("start_block", 0))
         if start >= len(model.blocks):

@@ -198,10 +198,17 @@ def trace_vit(model: nn.Module, inputs: Tensor, *, with_grad: bool = True) -> Vi
             session.forward_hook(block.ls2, keep_output(record, "branch2"))
         model.eval()  # dropout and stochastic depth off; the session restores the flags
         trace.logits = model(trace.pixels)
-    if calls["blocks"] != len(model.blocks):
+    missing = [
+        f"block {i}.{name}" for i, rec in enumerate(trace.blocks)
+        for name in ("x_in", "normed1", "qkv", "attn_graph", "attn_out", "branch1", "normed2", "hidden", "branch2")
+        if getattr(rec, name) is None
+    ] + [name for name in ("patch_tokens", "pooled") if getattr(trace, name) is None]
+    if calls["blocks"] != len(model.blocks) or missing:
         raise ValueError(
-            f"expected each of the {len(model.blocks)} blocks to run once, saw {calls['blocks']} block calls; "
-            "relevance propagation needs the standard VisionTransformer.forward"
+            f"expected each of the {len(model.blocks)} blocks to run once and record its tensors, saw "
+            f"{calls['blocks']} block calls" + (f" and nothing for {missing[:3]}" if missing else "") + "; "
+            "relevance propagation needs the standard VisionTransformer.forward, on a model no other "
+            "thread is running at the same time"
         )
     return trace
 
