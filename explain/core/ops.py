@@ -103,6 +103,16 @@ def upsampled_mean_weights(h: int, w: int, size: tuple[int, int], *, dtype=torch
     return torch.outer(u, v).to(dtype)
 
 
+def interp_matrix(n_in: int, n_out: int, *, dtype=torch.float32, device=None) -> Tensor:
+    """``R`` (``n_out×n_in``) with ``R @ x == upsample(x)`` along one axis (bilinear, half-pixel).
+
+    Bilinear resizing is separable: ``upsample(X, (H, W)) == R_h @ X @ R_wᵀ``.
+    """
+    eye = torch.eye(n_in, dtype=torch.float64, device=device).view(1, n_in, n_in, 1)
+    r = F.interpolate(eye, size=(n_out, 1), mode="bilinear", align_corners=False)[0, :, :, 0]   # n_in×n_out
+    return r.t().contiguous().to(dtype)
+
+
 def chunks(n: int, size: int):
     """``range`` slices of at most ``size`` covering ``0…n−1``."""
     if size < 1:

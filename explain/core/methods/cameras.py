@@ -8,7 +8,7 @@ from torch import Tensor
 
 from explain.core.methods.base import LAYER_PARAM, Method, Param, batch_size_param
 from explain.core.methods.msgcam import multiscale_captures
-from explain.core.ops import chunks, norm, upsample
+from explain.core.ops import chunks, interp_matrix, norm
 from explain.core.registry import register_method
 
 
@@ -21,7 +21,8 @@ class Cameras(Method):
     the target are dropped (the input scale alone is kept if none remains). ``A_t`` and
     ``G_t = ∂F_c/∂A_t`` (raw logit) are resized to ``S×S`` and averaged separately into
     ``Ā``, ``Ḡ`` (``K×S×S``); map ``norm(ReLU(Σ_k Ā_k ⊙ Ḡ_k))`` (``B×S×S``), no spatial pooling.
-    ``channel_chunk`` channels are resized at a time to bound memory.
+    The resize-and-average runs as two matrix products per channel chunk (``channel_chunk``
+    channels at a time bound the memory).
     Jalwana et al., CVPR 2021.
 
     Example::
@@ -38,7 +39,7 @@ class Cameras(Method):
         Param("step", "int", 100, minimum=1, maximum=1024, help="Pixels added to the input size per scale."),
         Param("interpolation", "choice", "bicubic", choices=("bicubic", "bilinear"),
               help="How the input is resized to each scale."),
-        Param("channel_chunk", "int", 64, minimum=1, maximum=8192,
+        Param("channel_chunk", "int", 128, minimum=1, maximum=8192,
               help="Channels resized to the input size at a time (memory vs speed)."),
         batch_size_param(16, "images of the input size (fewer at larger scales)"),
     )
@@ -53,8 +54,26 @@ class Cameras(Method):
         share = valid.float() / valid.float().sum(dim=1, keepdim=True)          # B×T
         k = acts[0].shape[1]
         out = torch.zeros(inputs.shape[0], *plane, device=inputs.device)
+        rows, cols_a, cols_g = self._separable(acts, grads, share, plane)
         for sl in chunks(k, params["channel_chunk"]):
-            a_bar = sum(share[:, t, None, None, None] * upsample(a[:, sl], plane) for t, a in enumerate(acts))
-            g_bar = sum(share[:, t, None, None, None] * upsample(g[:, sl], plane) for t, g in enumerate(grads))
+            a_bar = rows @ torch.cat([a[:, sl] @ c for a, c in zip(acts, cols_a)], dim=2)     # B×c×S×S
+            g_bar = rows @ torch.cat([g[:, sl] @ c for g, c in zip(grads, cols_g)], dim=2)
             out += (a_bar * g_bar).sum(dim=1)
         return norm(torch.relu(out))
+
+    @staticmethod
+    def _separable(acts, grads, share, plane):
+        """Resizing every scale's maps to ``S×S`` and averaging them, as two matrix products.
+
+        ``mean_t s_t · R_t X_t C_tᵀ = [R_1 … R_T] · concat_t(s_t · X_t C_tᵀ)`` (rows stacked):
+        one ``S×ΣH_t`` product per channel instead of ``T`` separate resizes to ``S×S``.
+        Returns the row matrix (``S×Σh_t``) and, per scale, the column matrices ``C_tᵀ``
+        (``w_t×S``) for activations and gradients with the scale weights ``s_t`` folded in.
+        """
+        device = acts[0].device
+        rows = torch.cat([interp_matrix(a.shape[-2], plane[0], device=device) for a in acts], dim=1)
+        cols = []
+        for t, a in enumerate(acts):
+            c = interp_matrix(a.shape[-1], plane[1], device=device).t()           # w_t×S
+            cols.append(share[:, t, None, None, None] * c)                        # B×1×w_t×S
+        return rows, cols, cols

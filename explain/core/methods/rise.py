@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import Method, Param, batch_size_param, cpu_channels_last
 from explain.core.ops import chunks
 from explain.core.registry import register_method
 
@@ -77,7 +77,7 @@ class Rise(Method):
             for sl in chunks(n, per):
                 masks = rise_masks(grids[sl], shifts[sl], size)                     # m×S×S
                 x = (inputs[:, None] * masks[None, :, None].to(inputs.dtype)).flatten(0, 1)
-                probs = torch.softmax(classifier.module(x).float(), dim=1)
+                probs = torch.softmax(classifier.module(cpu_channels_last(x)).float(), dim=1)
                 probs = probs.view(b, masks.shape[0], probs.shape[-1])                    # B×m×C
                 scores = probs.gather(2, targets[:, :, None].expand(-1, masks.shape[0], 1))[..., 0]  # B×m
                 sal += torch.einsum("bm,mhw->bhw", scores, masks)
