@@ -193,21 +193,21 @@ BASELINES: dict[str, str] = {
 }
 
 
-def baseline_map(key: str, size: int, *, seed: int) -> np.ndarray:
-    """A model-independent ``size × size`` map: the floor every method should beat.
+def baseline_map(key: str, height: int, width: int, *, seed: int) -> np.ndarray:
+    """A model-independent ``height × width`` map: the floor every method should beat.
 
     ``baseline_random``: i.i.d. uniform values from ``seed`` (ties have probability 0).
-    ``baseline_centre``: a Gaussian ``exp(−d² / 2σ²)`` of the distance ``d`` to the image
-    centre with ``σ = size / 4`` (photographers centre objects; pointing at the centre is a
-    strong prior on many data sets).
+    ``baseline_centre``: a Gaussian ``exp(−d² / 2σ²)`` of the distance ``d`` (pixels) to the
+    image centre with ``σ = min(height, width) / 4`` (photographers centre their subjects,
+    so pointing at the centre is a strong prior on many data sets).
     """
     if key == "baseline_random":
-        return np.random.default_rng(seed).random((size, size)).astype(np.float32)
+        return np.random.default_rng(seed).random((height, width)).astype(np.float32)
     if key == "baseline_centre":
-        c = (size - 1) / 2
-        y, x = np.mgrid[0:size, 0:size]
-        sigma = size / 4
-        return np.exp(-((x - c) ** 2 + (y - c) ** 2) / (2 * sigma ** 2)).astype(np.float32)
+        y, x = np.mgrid[0:height, 0:width]
+        sigma = min(height, width) / 4
+        d2 = (x - (width - 1) / 2) ** 2 + (y - (height - 1) / 2) ** 2
+        return np.exp(-d2 / (2 * sigma ** 2)).astype(np.float32)
     raise InputError(f"unknown baseline {key!r}; choose one of {sorted(BASELINES)}")
 
 
@@ -605,9 +605,8 @@ class _Evaluator:
                 if entry["top1"] is None:
                     with torch.no_grad():
                         entry["top1"] = int(self.classifier.module(x).argmax(dim=1)[0])
-                size = pixels.shape[-1]
                 seed = self.experiment.seed * 1_000_003 + image_index
-                base = torch.from_numpy(baseline_map(method["key"], size, seed=seed))
+                base = torch.from_numpy(baseline_map(method["key"], *pixels.shape[-2:], seed=seed))
                 for t in missing:
                     entry["maps"][entry["top1"] if t is None else t] = base
             else:
@@ -638,9 +637,9 @@ class _Evaluator:
 
         def run(module, batch, targets):
             if method.get("baseline"):
-                size = batch.shape[-1]
                 seed = self.experiment.seed * 1_000_003 + image_index
-                return torch.stack([torch.from_numpy(baseline_map(method["key"], size, seed=seed))] * batch.shape[0])
+                one = torch.from_numpy(baseline_map(method["key"], *batch.shape[-2:], seed=seed))
+                return torch.stack([one] * batch.shape[0])
             classifier = dataclasses.replace(self.classifier, module=module)
             enhance = (method.get("enhance_params") or True) if method.get("enhance") else None
             results = explain(classifier, batch, method["key"], targets=targets, params=method["params"],
@@ -708,9 +707,9 @@ class _Evaluator:
             for class_id, _, _ in pairs:
                 if not 0 <= class_id < clf.num_classes:
                     raise ValueError(f"class {class_id} of image {sample.key} is outside the model's {clf.num_classes} classes")
-            # The map must cover the whole image: a square resize to the model's input size.
-            prep = Preprocessing("square", clf.input_size)
-            maps = self._maps(cache, image, prep, method, [c for c, _, _ in pairs], index)
+            # The protocol's geometry (TorchRay: shorter side 224, nothing cropped) keeps the whole
+            # image in the map, which pointing_record resizes back to the original size.
+            maps = self._maps(cache, image, protocol.preprocessing, method, [c for c, _, _ in pairs], index)
             out = []
             for (class_id, mask, difficult), (sal, _) in zip(pairs, maps):
                 rec = metrics.pointing_record(sal, mask, class_id=class_id, protocol=protocol, difficult=difficult)

@@ -45,7 +45,7 @@ def test_centre_baseline_pointing_and_segmentation_match_a_direct_computation(al
             # search the resized map's argmax exactly as the protocol defines it
             import torch
             import torch.nn.functional as F
-            base = torch.from_numpy(services.baseline_map("baseline_centre", 224, seed=0))
+            base = torch.from_numpy(services.baseline_map("baseline_centre", 224, 224, seed=0))
             big = F.interpolate(base[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0].numpy()
             py, px = np.unravel_index(np.argmax(big), big.shape)
             assert abs(py - cy) <= 1 and abs(px - cx) <= 1

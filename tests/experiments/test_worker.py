@@ -61,7 +61,9 @@ def test_a_killed_worker_resumes_the_run_without_duplicates_or_losses(alice, lit
     # The uninterrupted reference, computed in this process.
     reference = services.experiment_run_sync(experiment=services.experiment_create(name="reference", submit=False, **submit))
     resumed, expected = _key_and_values(run), _key_and_values(reference)
-    assert [k for k, _ in resumed] == [k for k, _ in expected]
+    got_keys, want_keys = [k for k, _ in resumed], [k for k, _ in expected]
+    assert got_keys == want_keys, (set(got_keys) ^ set(want_keys),
+                                   list(Record.objects.filter(experiment__in=[run, reference], ok=False).values("error")))
     assert len({k for k, _ in resumed}) == len(resumed)          # no duplicated key
     for (key, got), (_, want) in zip(resumed, expected):
         assert got.keys() == want.keys(), key
