@@ -32,7 +32,7 @@ class GradientRollout(Method):
     label: ClassVar[str] = "Gradient Rollout"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
     uses_gradients: ClassVar[bool] = True
-    params: ClassVar[tuple[Param, ...]] = (batch_size_param(16, "images"),)
+    params: ClassVar[tuple[Param, ...]] = (batch_size_param(8, "images"),)
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
         return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))

@@ -70,7 +70,7 @@ class LRP(Method):
         Param("ignore_bias", "bool", True,
               help="Leave biases out of the CNN rules so the whole logit reaches the pixels (on); "
                    "off, biases absorb their share as in textbook LRP. ViT rules always leave them out."),
-        batch_size_param(16, "images"),
+        batch_size_param(8, "images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:

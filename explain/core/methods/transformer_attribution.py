@@ -41,7 +41,7 @@ class TransformerAttribution(Method):
         Param("start_block", "int", 0, minimum=0, maximum=1000,
               help="First block (0-based) included in the product; earlier blocks are left out "
                    "(the authors' start_layer, 0 in the paper)."),
-        batch_size_param(16, "images"),
+        batch_size_param(8, "images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
