@@ -1,8 +1,9 @@
 """Bounded memory for the relevance methods: the batch goes through in chunks of ``batch_size``.
 
 Relevance propagation keeps every block's (or layer's) activations of the whole chunk, e.g.
-for ViT-B/16 about 230 MB per image (measured peak for Transformer Attribution and LRP), so the enhancement's 25 windows or a large experiment
-batch are split. Images never interact, so the maps do not depend on the chunk size.
+for ViT-B/16 about 230 MB per image (measured peak for Transformer Attribution and LRP), so
+the enhancement's 25 windows or a large experiment batch are split. Images never interact,
+so the maps do not depend on the chunk size.
 """
 from __future__ import annotations
 
