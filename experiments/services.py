@@ -595,7 +595,12 @@ class _Evaluator:
         from explain.core.engine import explain
 
         if prep not in cache:
-            cache[prep] = {"inputs": self._inputs(image, prep), "maps": {}, "top1": None}
+            inputs = self._inputs(image, prep)
+            # Two geometries that give the same input (a square image under "square" and
+            # "keep-aspect") share their maps.
+            same = [e for e in cache.values()
+                    if e["inputs"][0].shape == inputs[0].shape and torch.equal(e["inputs"][0], inputs[0])]
+            cache[prep] = same[0] if same else {"inputs": inputs, "maps": {}, "top1": None}
         entry = cache[prep]
         pixels, x = entry["inputs"]
         wanted = [t if t is not None else entry["top1"] for t in targets]
