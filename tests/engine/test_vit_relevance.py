@@ -167,3 +167,23 @@ def test_a_forward_that_skips_the_attention_hooks_is_reported():
             trace_vit(model, torch.rand(1, 3, 32, 32))
     finally:
         handle.remove()
+
+
+def test_no_leak_over_many_calls():
+    from explain.core.methods.transformer_attribution import TransformerAttribution
+    from explain.core.handle import Classifier
+
+    model = tiny_vit(depth=1, embed_dim=16, num_heads=2)
+    clf = Classifier(name="leak", module=model, family="vit", class_names=tuple("abcdefghij"),
+                     default_layers={"tokens": "blocks.0.norm1"}, input_size=32, resize_size=32)
+    method = TransformerAttribution()
+    params = method.resolve_params(clf)
+    x = torch.rand(2, 3, 32, 32)
+    flags = [m.fused_attn for m in model.modules() if isinstance(m, Attention)]
+    first = method.attribute(clf, x, torch.tensor([1, 2]), params, None)
+    for _ in range(300):
+        last = method.attribute(clf, x, torch.tensor([1, 2]), params, None)
+    assert count_hooks(model) == 0
+    assert [m.fused_attn for m in model.modules() if isinstance(m, Attention)] == flags
+    assert all(p.grad is None for p in model.parameters())
+    assert torch.equal(first, last)
