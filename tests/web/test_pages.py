@@ -120,3 +120,21 @@ def test_static_modules_are_served_with_their_imports(client, alice, lite0):
     for name in re.findall(r'from "\./([\w.]+)"', body):
         imported = client.get(f"/static/frontend/js/{name}")
         assert imported.status_code == 200, name
+
+
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+def test_settings_form_renders_for_every_method(client, alice, builtin_models, family):
+    """Every registered method's parameter schema becomes a form, whichever model family."""
+    from explain.core import registry
+
+    model = next(r for r in builtin_models.values() if r.family == family)
+    client.force_login(alice)
+    for key in registry.method_keys():
+        cls = registry.get_method_class(key)
+        page = client.get(f"/settings/?model={model.pk}&method={key}")
+        assert page.status_code == 200, key
+        text = page.content.decode()
+        for param in cls.params:
+            assert f'name="{param.name}"' in text, (key, param.name)
+        if family not in cls.families:
+            assert "models only" in text, key
