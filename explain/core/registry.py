@@ -18,6 +18,7 @@ M = TypeVar("M", bound=type[Method])
 _METHODS: dict[str, type[Method]] = {}
 _ALIASES: dict[str, str] = {}
 _loaded = False
+_loading = False
 _lock = threading.RLock()
 
 
@@ -33,6 +34,9 @@ def register_method(key: str, *, aliases: tuple[str, ...] | list[str] = ()) -> C
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({key!r}) decorates Method subclasses, not {cls!r}")
         with _lock:
+            # A class registered from outside the package must meet the built-in keys first.
+            if not _loaded and not _loading:
+                _load_all()
             for name in (key, *aliases):
                 if name in _METHODS or name in _ALIASES:
                     owner = _METHODS.get(name) or _METHODS[_ALIASES[name]]
@@ -48,19 +52,23 @@ def register_method(key: str, *, aliases: tuple[str, ...] | list[str] = ()) -> C
 
 
 def _load_all() -> None:
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
     with _lock:
-        if _loaded:
+        if _loaded or _loading:
             return
-        import explain.core.methods as package
+        _loading = True
+        try:
+            import explain.core.methods as package
 
-        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
-            if info.name.startswith("_") or info.name == "base":
-                continue
-            importlib.import_module(f"{package.__name__}.{info.name}")
-        _loaded = True
+            for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda i: i.name):
+                if info.name.startswith("_") or info.name == "base":
+                    continue
+                importlib.import_module(f"{package.__name__}.{info.name}")
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def get_method_class(key: str) -> type[Method]:

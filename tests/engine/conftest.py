@@ -57,7 +57,7 @@ def tiny_vit_classifier(seed: int = 0) -> Classifier:
     )
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def _modest_threads():
     # Tiny models gain nothing from intra-op threads and lose a lot on a busy shared machine.
     before = torch.get_num_threads()

@@ -1,0 +1,95 @@
+"""Registry, parameters and the hook session."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from explain.core.hooks import HookSession, count_hooks
+from explain.core.methods.base import Method, Param
+from explain.core.registry import get_method, get_method_class, method_keys, methods_for, register_method
+
+
+def test_duplicate_keys_and_aliases_raise():
+    with pytest.raises(ValueError, match="already registered"):
+        @register_method("gradcam")
+        class Again(Method):
+            pass
+    with pytest.raises(ValueError, match="already registered"):
+        @register_method("a-fresh-key-for-the-test", aliases=("gradcam",))
+        class Aliased(Method):
+            pass
+    assert "a-fresh-key-for-the-test" not in method_keys()
+    with pytest.raises(TypeError):
+        register_method("not-a-method")(object)
+
+
+def test_lookup_and_families():
+    assert get_method("gradcam").key == "gradcam"
+    with pytest.raises(ValueError, match="unknown method 'nope'; choose one of"):
+        get_method("nope")
+    with pytest.raises(ValueError, match="family"):
+        methods_for("rnn")
+    for key in method_keys():
+        cls = get_method_class(key)
+        assert cls.families <= {"cnn", "vit"} and cls.families
+        json.dumps(cls.schema())          # the web form description is JSON-able
+
+
+@pytest.mark.parametrize("param,value,expected", [
+    (Param("n", "int", 3, minimum=1), "7", 7),
+    (Param("n", "int", 3), 4.0, 4),
+    (Param("f", "float", 0.5, maximum=1), "0.25", 0.25),
+    (Param("b", "bool", True), "off", False),
+    (Param("b", "bool", False), 1, True),
+    (Param("c", "choice", "bilinear", choices=("bilinear", "bicubic")), "bicubic", "bicubic"),
+    (Param("c", "choice", 3, choices=(3, 5)), "5", 5),
+    (Param("s", "ints", (1, 2)), "3, 4,5", (3, 4, 5)),
+])
+def test_param_coercion(param, value, expected):
+    assert param.validate(value) == expected
+
+
+@pytest.mark.parametrize("param,value,message", [
+    (Param("n", "int", 3, minimum=1), 0, ">= 1"),
+    (Param("n", "int", 3), 2.5, "integer"),
+    (Param("n", "int", 3), True, "boolean"),
+    (Param("f", "float", 0.5), "nan", "finite"),
+    (Param("b", "bool", True), "maybe", "true/false"),
+    (Param("c", "choice", "a", choices=("a", "b")), "z", "one of"),
+    (Param("s", "ints", (1,)), "", "at least one"),
+])
+def test_param_errors_name_the_parameter(param, value, message):
+    with pytest.raises(ValueError, match=f"parameter '{param.name}'.*{message}"):
+        param.validate(value)
+
+
+def test_resolve_params_fills_defaults_and_resolves_layers(cnn, vit):
+    scorecam = get_method_class("scorecam")
+    assert scorecam.resolve_params(cnn, {"baseline": "false"}) == {"layer": "relu2", "baseline": False, "batch_size": 64}
+    assert get_method_class("gradcam").resolve_params(vit, {})["layer"] == "blocks.1.norm1"
+    with pytest.raises(ValueError, match="no parameter"):
+        scorecam.resolve_params(cnn, {"baselin": True})
+    with pytest.raises(ValueError, match="has no layer"):
+        scorecam.resolve_params(cnn, {"layer": "conv9"})
+    schema = get_method_class("gradcam").schema(cnn)
+    [layer] = schema["params"]
+    assert layer["default"] == "relu2" and "conv1" in layer["choices"]
+
+
+def test_hook_session_restores_state_and_propagates_errors(cnn):
+    module = cnn.module
+    flags = [p.requires_grad for p in module.parameters()]
+    with pytest.raises(RuntimeError, match="boom"):
+        with HookSession(module) as session:
+            session.freeze_parameters()
+            session.forward_hook(module.conv1, lambda m, i, o: None)
+            module.train()
+            assert count_hooks(module) == 1
+            raise RuntimeError("boom")
+    assert count_hooks(module) == 0
+    assert not any(m.training for m in module.modules())
+    assert [p.requires_grad for p in module.parameters()] == flags
+    with torch.no_grad():
+        module(torch.randn(1, 3, 32, 32))
