@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from django.http import FileResponse, HttpResponse
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, permissions, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
@@ -251,14 +251,29 @@ class ExplanationSetViewSet(DomainErrorsMixin, mixins.RetrieveModelMixin, mixins
 
 
 class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
-    """Queued work: status, progress, error, runtime, provenance and links to the map."""
+    """Queued work: status, progress, error, runtime, provenance and links to the map.
+
+    ``?ids=3,4,5`` lists just those jobs (one request to follow a whole generation).
+    """
 
     serializer_class = serializers.JobSerializer
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Job.objects.none()
-        return selectors.jobs_of(self.request.user)
+        jobs = selectors.jobs_of(self.request.user)
+        ids = self.request.query_params.get("ids")
+        if ids and self.action == "list":
+            try:
+                wanted = [int(part) for part in ids.split(",") if part.strip()]
+            except ValueError:
+                raise exceptions.ValidationError({"ids": "give job ids as comma-separated integers"}) from None
+            jobs = jobs.filter(pk__in=wanted)
+        return jobs
+
+    @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated job ids")])
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
         description="float32 little-endian, map_height × map_width, aligned with the display image")})

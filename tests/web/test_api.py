@@ -460,3 +460,14 @@ def test_deleting_an_image_removes_its_sets_and_files(alice_api, bob_api, predic
         assert alice_api.delete(f"/api/images/{image.pk}/").status_code == 204
     assert not ExplanationSet.objects.filter(pk=predicted_set["id"]).exists()
     assert not any(f.exists() for f in files)
+
+
+def test_jobs_list_filters_by_ids(alice_api, bob_api, predicted_set):
+    maps = alice_api.post(f"{predicted_set['url']}maps/", {"target": 3, "methods": [
+        {"key": "gradcam"}, {"key": "xgradcam"}, {"key": "layercam"}]}, format="json")
+    ids = [job_id_from(u) for u in maps.json()["jobs"]]
+    listed = alice_api.get(f"/api/jobs/?ids={ids[0]},{ids[2]}").json()["results"]
+    assert sorted(j["id"] for j in listed) == sorted([ids[0], ids[2]])
+    assert all(j["status"] == "queued" for j in listed)
+    assert bob_api.get(f"/api/jobs/?ids={ids[0]}").json()["results"] == []
+    assert alice_api.get("/api/jobs/?ids=1,x").status_code == 400

@@ -225,30 +225,50 @@ async function generate() {
   }
   clearResults();
   $("results-empty").hidden = true;
-  // One slot per job, in request order, so cards keep the order of the method list.
-  const slots = accepted.jobs.map(() => $("results").appendChild(document.createElement("div")));
-  await Promise.all(accepted.jobs.map((url, i) => follow(url, slots[i])));
+  await followJobs(accepted.jobs.map((url) => Number(url.match(/(\d+)\/?$/)[1])));
   updateButtons();
 }
 
-async function follow(url, slot) {
-  let job = await api(url);
-  const card = buildCard({ title: job.method_label, enhance: job.enhance, targetName: job.target_name });
-  card.dataset.method = job.method_key;
-  card.dataset.enhance = job.enhance;
-  card.dataset.status = job.status;
-  card.dataset.testid = "result";
-  slot.replaceWith(card);
-  const entry = { job, card, view: null };
-  state.views.set(job.id, entry);
-  const bar = card.querySelector(".progress > div");
-  while (job.status === "queued" || job.status === "running") {
-    bar.style.width = `${Math.round(job.progress * 100)}%`;
-    card.querySelector(".runtime").textContent = job.status === "queued" ? "queued" : `running ${Math.round(job.progress * 100)}%`;
-    await sleep(POLL_MS);
-    job = await api(url);
-    entry.job = job;
+// One request per tick for all jobs of this generation; cards keep the order of the method list.
+async function followJobs(ids) {
+  const listUrl = `${API}jobs/?ids=${ids.join(",")}`;
+  let jobs = (await api(listUrl)).results;
+  const byId = new Map(jobs.map((job) => [job.id, job]));
+  for (const id of ids) {
+    const job = byId.get(id);
+    const card = buildCard({ title: job.method_label, enhance: job.enhance, targetName: job.target_name });
+    card.dataset.method = job.method_key;
+    card.dataset.enhance = job.enhance;
+    card.dataset.status = job.status;
+    $("results").append(card);
+    state.views.set(id, { job, card, view: null });
   }
+  const finishing = [];
+  for (;;) {
+    let pending = 0;
+    for (const job of jobs) {
+      const entry = state.views.get(job.id);
+      if (!entry || entry.finished) continue;
+      entry.job = job;
+      if (job.status === "queued" || job.status === "running") {
+        pending += 1;
+        entry.card.querySelector(".progress > div").style.width = `${Math.round(job.progress * 100)}%`;
+        entry.card.querySelector(".runtime").textContent =
+          job.status === "queued" ? "queued" : `running ${Math.round(job.progress * 100)}%`;
+      } else {
+        entry.finished = true;
+        finishing.push(finish(entry));
+      }
+    }
+    if (!pending) break;
+    await sleep(POLL_MS);
+    jobs = (await api(listUrl)).results;
+  }
+  await Promise.all(finishing);
+}
+
+async function finish(entry) {
+  const { job, card } = entry;
   card.querySelector(".progress").hidden = true;
   if (job.status === "failed") {
     showError(card.querySelector(".error-text"), job.error);
