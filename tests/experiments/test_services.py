@@ -126,3 +126,49 @@ def test_requests_that_cannot_run_are_refused_with_a_reason(alice, lite0, datase
         services.experiment_create(owner=alice, name="x", model=lite0, dataset=dataset, methods=["gradcam"],
                                    protocols=protocols, submit=False)
     assert not Experiment.objects.exists()
+
+
+def test_sanity_check_of_a_model_independent_map_stays_identical_at_every_layer(alice, lite0):
+    # The random baseline ignores the model: every randomisation step gives the same map, so
+    # Spearman and SSIM are exactly 1 (the case the sanity checks exist to catch).
+    run = services.experiment_create(
+        owner=alice, name="sanity", model=lite0, dataset={"kind": "sample-classification", "subset": {"mode": "first", "n": 1}},
+        methods=["baseline_random"], protocols=[{"copy_of": "adebayo-v1", "name": "cascading-only", "params": {"modes": ["cascading"]}}],
+        submit=False)
+    run = services.experiment_run_sync(experiment=run)
+    assert run.status == Experiment.Status.DONE, run.error
+    record = Record.objects.get(experiment=run)
+    steps = record.data["steps"]
+    assert len(steps) > 10 and {s["mode"] for s in steps} == {"cascading"}
+    assert all(s["spearman"] == pytest.approx(1.0) and s["ssim"] == pytest.approx(1.0) for s in steps)
+    row = run.results["protocols"][0]["rows"][0]
+    assert row["values"]["cascading.spearman_abs"] == pytest.approx(1.0)
+    assert [s["step"] for s in row["extras"]["steps"]["cascading"]] == list(range(len(steps)))
+
+
+def test_estimates_use_measured_costs_once_a_method_has_run(alice, lite0):
+    submit = dict(owner=alice, model=lite0, dataset=LOCALISATION, methods=["gradcam"],
+                  protocols=["chefer-segmentation-v1"], submit=False)
+    first = services.experiment_create(name="first", **submit)
+    assert first.estimate_basis["0|chefer-segmentation-v1"]["source"].startswith("prior")
+    first = services.experiment_run_sync(experiment=first)
+    seconds = Record.objects.filter(experiment=first).values_list("seconds", flat=True)
+    second = services.experiment_create(name="second", **submit)
+    basis = second.estimate_basis["0|chefer-segmentation-v1"]
+    assert basis["source"] == "measured on 3 images"
+    assert basis["seconds_per_image"] == pytest.approx(sum(seconds) / 3)
+    assert second.estimated_seconds == pytest.approx(3 * basis["seconds_per_image"])
+    progress = selectors.experiment_progress(experiment=first)
+    assert progress["fraction"] == 1.0 and progress["eta_seconds"] is None and first.actual_seconds > 0
+
+
+def test_the_command_line_runs_the_same_services(alice, lite0, capsys):
+    from django.core.management import call_command
+
+    call_command("run_experiment", "--model", "efficientnet_lite0", "--dataset", "sample-localisation", "--first", "2",
+                 "--methods", "baseline_centre", "baseline_random", "--protocols", "torchray-pointing-v1",
+                 "--user", "alice")
+    out = capsys.readouterr().out
+    run = Experiment.objects.get(owner=alice)
+    assert run.status == Experiment.Status.DONE and run.num_images == 2
+    assert "torchray-pointing-v1" in out and "Centre map (baseline)" in out and "Random map (baseline)" in out
