@@ -88,6 +88,9 @@ def test_submit_run_read_results_export_and_compare(alice_api, lite0):
     assert alice_api.get(f"/api/experiments/compare/?ids={created['id']},999999").status_code == 404
 
     assert alice_api.post(f"{created['url']}cancel/").status_code == 409
+    assert "only queued or running runs resume" in alice_api.post(f"{created['url']}resume/").content.decode()
+    assert alice_api.delete(f"/api/experiments/{other['id']}/").status_code == 204
+    assert not Experiment.objects.filter(pk=other["id"]).exists() and not Record.objects.filter(experiment_id=other["id"]).exists()
 
 
 def test_share_link_shows_the_run_to_anyone_until_revoked(alice_api, lite0):
@@ -107,6 +110,8 @@ def test_share_link_shows_the_run_to_anyone_until_revoked(alice_api, lite0):
 
 def test_others_cannot_see_or_share_a_run(alice_api, bob_api, lite0):
     created = _submit(alice_api, lite0).json()
+    assert bob_api.delete(created["url"]).status_code == 404
+    assert bob_api.post(f"{created['url']}cancel/").status_code == 404
     assert bob_api.get(created["url"]).status_code == 404
     assert bob_api.get(f"{created['url']}export/json/").status_code == 404
     assert bob_api.post("/api/shares/", {"view": "experiment", "object_id": created["id"]}, format="json").status_code == 404
