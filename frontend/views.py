@@ -6,6 +6,7 @@ import logging
 
 from django import forms
 from django.contrib import messages
+from django.db.models import Count, Q
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
@@ -16,6 +17,7 @@ from explain import selectors as explain_selectors
 from explain import services as explain_services
 from explain.core import custom, registry
 from explain.core.enhance import ENHANCE_PARAMS
+from explain.models import ExplanationSet, Job
 from sharing import selectors as sharing_selectors
 from sharing import services as sharing_services
 
@@ -28,13 +30,22 @@ def home(request):
 
 def _workbench(request, mode: str):
     models = list(explain_selectors.models_visible_to(request.user))
+    sets = explain_selectors.explanation_sets_of(request.user)
+    opened = None
+    if request.GET.get("set"):
+        try:
+            opened = sets.get(pk=int(request.GET["set"]))
+        except (ValueError, ExplanationSet.DoesNotExist):
+            raise Http404("no such explanation set") from None
     config = {
         "mode": mode,
         "samples": [{"key": k, "name": v} for k, v in explain_services.SAMPLES.items()],
+        "set_url": reverse("explain:explanationset-detail", args=[opened.pk]) if opened else None,
     }
+    recent = sets.annotate(maps=Count("jobs", filter=Q(jobs__kind=Job.Kind.EXPLAIN, jobs__status=Job.Status.DONE)))
     return render(request, "frontend/workbench.html", {
-        "mode": mode, "models": models, "config": config,
-        "default_model": next((m.pk for m in models if m.weights_present), None),
+        "mode": mode, "models": models, "config": config, "recent": recent[:6],
+        "default_model": opened.model_id if opened else next((m.pk for m in models if m.weights_present), None),
     })
 
 
@@ -217,8 +228,6 @@ def share_revoke(request, pk: int):
 
 def shared_context(explanation_set, share) -> dict:
     """What the public page of an explanation set shows (registered with the sharing app)."""
-    from explain.models import Job
-
     jobs = explanation_set.jobs.filter(kind=Job.Kind.EXPLAIN, status=Job.Status.DONE)
     wanted = share.options.get("jobs")
     if wanted:

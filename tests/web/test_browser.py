@@ -142,6 +142,12 @@ def test_walkthrough(live_server, celery_worker, builtin_models, plain_static, p
     page.locator("#opacity").fill("55")
     shot(page, "explain")
 
+    # The set can be reopened later from the "Recent" list, maps included.
+    page.goto(f"{base}/explain/")
+    page.locator("[data-testid=recent] a").first.click()
+    wait_results(page, 3)
+    assert "espresso" in page.inner_text("[data-testid=target-label]")
+
     # Save a method setting (LayerCAM on an earlier block) and see it applied.
     lite0 = builtin_models["efficientnet_lite0"]
     page.goto(f"{base}/settings/?model={lite0.pk}&method=layercam")

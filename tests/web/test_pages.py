@@ -138,3 +138,20 @@ def test_settings_form_renders_for_every_method(client, alice, builtin_models, f
             assert f'name="{param.name}"' in text, (key, param.name)
         if family not in cls.families:
             assert "models only" in text, key
+
+
+def test_reopening_a_set_is_private(client, alice, bob, lite0):
+    from explain.models import ExplanationSet
+    from explain.services import image_create
+
+    explanation_set = ExplanationSet.objects.create(owner=alice, model=lite0,
+                                                    image=image_create(owner=alice, sample="rocket"))
+    client.force_login(alice)
+    page = client.get(f"/explain/?set={explanation_set.pk}").content.decode()
+    assert f"/api/explanation-sets/{explanation_set.pk}/" in page and "Rocket launch" in page
+    client.force_login(bob)
+    assert client.get(f"/explain/?set={explanation_set.pk}").status_code == 404
+    assert client.get("/explain/?set=abc").status_code == 404
+    assert f"?set={explanation_set.pk}\"" not in client.get("/explain/").content.decode()
+    client.force_login(alice)
+    assert f"?set={explanation_set.pk}\"" in client.get("/explain/").content.decode()

@@ -93,25 +93,49 @@ async function createSet() {
     $("predict-status").textContent = error.message;
     return;
   }
-  const url = accepted.url;
+  await showSet(accepted.url);
+}
+
+// Wait for the set's prediction, then show the top-5 and the methods; returns the set (or null).
+async function showSet(url, target = null) {
+  let set;
   for (;;) {
-    const set = await api(url);
-    if (set.status === "done") {
-      state.set = set;
-      break;
-    }
+    set = await api(url);
+    if (set.status === "done") break;
     if (set.status === "failed") {
       const job = set.jobs.find((j) => j.kind === "predict");
       $("predict-status").textContent = `Prediction failed: ${job ? job.error : "unknown error"}`;
-      return;
+      return null;
     }
     await sleep(POLL_MS);
   }
+  state.set = set;
   $("predict-status").hidden = true;
   renderPredictions();
-  chooseTarget(state.set.predictions[0].index);
+  chooseTarget(target ?? set.predictions[0].index);
   $("methods-panel").hidden = false;
   updateButtons();
+  return set;
+}
+
+// Reopen an earlier set (?set=<id>): its model, image, top-5 and maps.
+async function openSet(url) {
+  const set = await api(url);
+  $("model-select").value = String(set.model);
+  await selectModel();
+  state.image = set.image;
+  const preview = $("image-preview");
+  preview.src = set.image.url;
+  preview.alt = set.image.name;
+  preview.hidden = false;
+  $("predict-panel").hidden = false;
+  const maps = set.jobs.filter((j) => j.kind === "explain");
+  const shown = await showSet(url, maps.length ? maps[maps.length - 1].target : null);
+  if (shown && maps.length) {
+    $("results-empty").hidden = true;
+    await followJobs(maps.map((j) => j.id));
+    updateButtons();
+  }
 }
 
 function renderPredictions() {
@@ -353,4 +377,4 @@ for (const id of ["opacity", "colormap", "ratio"]) {
   const control = $(id);
   if (control) control.addEventListener("input", redrawAll);
 }
-selectModel().catch((e) => showError($("image-error"), e.message));
+(config.set_url ? openSet(config.set_url) : selectModel()).catch((e) => showError($("image-error"), e.message));
