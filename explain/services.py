@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 #: Largest image file accepted (bytes); the pixel limit is ``imaging.MAX_PIXELS``.
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
+#: Largest class-names file accepted (bytes): 100 000 names of 40 characters.
+MAX_CLASS_NAMES_BYTES = 4 * 1024 * 1024
 
 
 class InputError(ValueError):
@@ -124,6 +126,17 @@ def classifier_model_layers_ensure(*, model: ClassifierModel) -> ClassifierModel
     return model
 
 
+def class_names_read(upload) -> str:
+    """The text of an uploaded class-names file (UTF-8, at most ``MAX_CLASS_NAMES_BYTES``)."""
+    data = upload.read(MAX_CLASS_NAMES_BYTES + 1)
+    if len(data) > MAX_CLASS_NAMES_BYTES:
+        raise InputError(f"the class-names file is larger than {MAX_CLASS_NAMES_BYTES // 2**20} MB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError("the class-names file is not UTF-8 text; save it as UTF-8, one name per line") from None
+
+
 def classifier_model_upload(*, owner, name: str, architecture: str, weights, class_names_text: str | None = None
                             ) -> ClassifierModel:
     """Validate an uploaded weights file for ``architecture`` and keep it as the owner's model.
@@ -145,7 +158,9 @@ def classifier_model_upload(*, owner, name: str, architecture: str, weights, cla
     if size is not None and size > settings.MAX_WEIGHTS_UPLOAD_BYTES:
         raise InputError(f"the weights file is {size / 2**20:.0f} MB; at most "
                          f"{settings.MAX_WEIGHTS_UPLOAD_BYTES / 2**20:.0f} MB are accepted")
-    class_names = custom.parse_class_names(class_names_text) if class_names_text else None
+    if class_names_text is not None and len(class_names_text) > MAX_CLASS_NAMES_BYTES:
+        raise InputError(f"the class-names file is larger than {MAX_CLASS_NAMES_BYTES // 2**20} MB")
+    class_names = custom.parse_class_names(class_names_text) if class_names_text is not None else None
     original = Path(getattr(weights, "name", "weights.pth") or "weights.pth").name
     suffix = ".safetensors" if original.endswith(".safetensors") else ".pth"
     with tempfile.TemporaryDirectory() as tmp:

@@ -79,12 +79,7 @@ class ClassifierModelViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
         data = serializers.ClassifierModelUploadSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         names = data.validated_data.get("class_names")
-        text = None
-        if names is not None:
-            try:
-                text = names.read().decode("utf-8")
-            except UnicodeDecodeError:
-                raise exceptions.ValidationError({"class_names": "the class-names file is not UTF-8 text"}) from None
+        text = services.class_names_read(names) if names is not None else None
         model = services.classifier_model_upload(
             owner=request.user, name=data.validated_data["name"],
             architecture=data.validated_data["architecture"], weights=data.validated_data["weights"],

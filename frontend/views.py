@@ -84,10 +84,7 @@ def models_page(request):
         upload = form.cleaned_data.get("class_names")
         try:
             if upload is not None:
-                try:
-                    text = upload.read().decode("utf-8")
-                except UnicodeDecodeError:
-                    raise explain_services.InputError("the class-names file is not UTF-8 text") from None
+                text = explain_services.class_names_read(upload)
             model = explain_services.classifier_model_upload(
                 owner=request.user, name=form.cleaned_data["name"], architecture=form.cleaned_data["architecture"],
                 weights=form.cleaned_data["weights"], class_names_text=text)

@@ -120,7 +120,8 @@ class _RunsCode:
         return (Path.touch, (self.marker,))
 
 
-@pytest.mark.parametrize("case", ["garbage", "wrong_architecture", "class_count", "code_pickle", "safetensors_trunc"])
+@pytest.mark.parametrize("case", ["garbage", "wrong_architecture", "class_count", "code_pickle", "safetensors_trunc",
+                                  "empty_classes", "latin1_classes"])
 def test_bad_weights_uploads_are_refused_with_a_reason(alice_api, tmp_path, case):
     marker = tmp_path / "pwned"
     if case == "garbage":
@@ -132,6 +133,13 @@ def test_bad_weights_uploads_are_refused_with_a_reason(alice_api, tmp_path, case
     elif case == "class_count":
         response = _post_model(alice_api, "mobilenet_v2", state_dict_bytes("mobilenet_v2", 3), classes=b"a\nb\n")
         expected = "lists 2 classes but the model's head has 3"
+    elif case == "empty_classes":
+        response = _post_model(alice_api, "mobilenet_v2", state_dict_bytes("mobilenet_v2", 3), classes=b"\n")
+        expected = "class-names file is empty"
+    elif case == "latin1_classes":
+        response = _post_model(alice_api, "mobilenet_v2", state_dict_bytes("mobilenet_v2", 3),
+                               classes="caf\xe9\nna\xefve\nthird\n".encode("latin-1"))
+        expected = "not UTF-8"
     elif case == "code_pickle":
         buffer = io.BytesIO()
         torch.save({"weight": _RunsCode(marker)}, buffer, pickle_protocol=pickle.DEFAULT_PROTOCOL)
