@@ -12,8 +12,9 @@ Wraps any registered method ``f(F, I, c) → S×S``:
    than ``D_0`` (35) from it set to 0, inverse transform, real part.
 6. ``S = norm(smoothed)``.
 
-All windows of all images go through the wrapped method in one call (its own ``batch_size``
-chunks them) when the method is batchable, one window at a time otherwise::
+An image's windows go through the wrapped method in one call (``window_batch`` at a time; the
+method's own ``batch_size`` chunks them further) when the method is batchable, one window at a
+time otherwise::
 
     enhanced = SlidingWindowEnhancement(get_method("gradcam"))
     maps, logits, targets = enhanced.explain_batch(classifier, x, None, params, generator)
@@ -34,7 +35,7 @@ ENHANCE_PARAMS: tuple[Param, ...] = (
     Param("stride", "int", 32, minimum=1, maximum=4096, help="Window step in pixels."),
     Param("radius", "float", 35.0, minimum=0.0, maximum=10000.0, help="Ideal low-pass radius D0 (frequency units)."),
     Param("window_batch", "int", 25, minimum=1, maximum=10000,
-          help="Windows handed to the wrapped method per call (memory vs speed)."),
+          help="Windows of one image handed to the wrapped method per call (memory vs speed)."),
 )
 
 
@@ -127,16 +128,23 @@ class SlidingWindowEnhancement:
         windows = crop_windows(inputs, positions, window)                  # (B·K)×3×S×S
         window_targets = targets.repeat_interleave(k)
         per_call = p["window_batch"] if self.method.batchable else 1
+        state = generator.get_state() if generator is not None else None
         window_maps, window_logits = [], []
-        for sl in chunks(b * k, per_call):
-            m, lg, _ = self.method.explain_batch(
-                classifier, windows[sl], window_targets[sl], params, generator
-            )
-            window_maps.append(F.interpolate(
-                finish_maps(m, size)[:, None], size=(window, window), mode="bilinear",
-                align_corners=False, antialias=True,
-            )[:, 0])
-            window_logits.append(lg.float())
+        for image in range(b):
+            # Every image's windows start from the same random state, so a random method
+            # (RISE) gives each image the maps it gets when explained alone.
+            if state is not None:
+                generator.set_state(state)
+            for sl in chunks(k, per_call):
+                sl = slice(image * k + sl.start, image * k + sl.stop)
+                m, lg, _ = self.method.explain_batch(
+                    classifier, windows[sl], window_targets[sl], params, generator
+                )
+                window_maps.append(F.interpolate(
+                    finish_maps(m, size)[:, None], size=(window, window), mode="bilinear",
+                    align_corners=False, antialias=True,
+                )[:, 0])
+                window_logits.append(lg.float())
         small = torch.cat(window_maps).view(b, k, window, window)
         probs = torch.softmax(torch.cat(window_logits), dim=1)
         alphas = probs.gather(1, window_targets.view(-1, 1)).view(b, k)

@@ -116,7 +116,8 @@ def test_explicit_targets_are_explained(key, family, images):
 def test_enhanced_contract(key, family, images):
     clf = classifier(family)
     snap = snapshot(clf.module)
-    enhance = {"window": 16, "stride": 16, "radius": 6}   # 2×2 windows keep it quick
+    # 2×2 windows keep it quick; two windows per call exercise the chunking across images
+    enhance = {"window": 16, "stride": 16, "radius": 6, "window_batch": 2}
     batch = explain(clf, images[:2], key, params=FAST.get(key), enhance=enhance, seed=1)
     assert_unchanged(clf.module, snap)
     singles = [explain(clf, images[i:i + 1], key, params=FAST.get(key), enhance=enhance, seed=1)[0] for i in range(2)]
