@@ -79,3 +79,28 @@ def test_matches_pytorch_grad_cam(model_case, key):
         s = e.saliency.numpy()
         assert s.max() > s.min(), "a constant map would make the comparison vacuous"
         assert pearson(s, t) >= 0.999, f"{key} on {clf.name}: Pearson {pearson(s, t):.5f}"
+
+
+def test_gradcam_on_vit_tokens_matches_pytorch_grad_cam():
+    """Grad-CAM on a ViT: class token dropped, patch tokens reshaped to the grid (both sides)."""
+    from .conftest import tiny_vit_classifier
+
+    clf = tiny_vit_classifier()
+    module = clf.module
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(5))
+    ours = explain(clf, x, "gradcam")
+
+    def reshape(t):   # B×(1+16)×D → B×D×4×4, as pytorch-grad-cam's ViT tutorial does
+        return t[:, 1:].reshape(t.shape[0], 4, 4, t.shape[2]).permute(0, 3, 1, 2)
+
+    for p in module.parameters():
+        p.requires_grad_(True)
+    try:
+        with GradCAM(model=module, target_layers=[clf.layer("blocks.1.norm1")], reshape_transform=reshape) as cam:
+            theirs = cam(input_tensor=x, targets=[ClassifierOutputTarget(e.target) for e in ours])
+    finally:
+        module.zero_grad(set_to_none=True)
+    for e, t in zip(ours, theirs):
+        s = e.saliency.numpy()
+        assert s.max() > s.min()
+        assert pearson(s, t) >= 0.999
