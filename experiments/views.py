@@ -10,6 +10,7 @@ import json
 import logging
 
 from django.contrib.auth.decorators import login_required
+from django.db.models import Sum
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
@@ -181,7 +182,7 @@ def export_response(experiment: Experiment, kind: str, *, records: bool = False)
 
 @login_required
 def experiments_page(request):
-    runs = list(selectors.experiments_of(request.user)[:200])
+    runs = list(selectors.experiments_of(request.user).annotate(units_done=Sum("shards__units_done"))[:200])
     config = {"options": selectors.experiment_options(user=request.user), "api": reverse("experiments:experiment-list")}
     return render(request, "experiments/list.html", {"runs": runs, "config": config})
 
