@@ -86,4 +86,12 @@ def test_submit_watch_read_export_and_share_a_run(live_server, celery_worker, li
         assert public.locator("[data-testid=cancel]").count() == 0
     finally:
         public.context.close()
+    # The comparison view draws the same tables for the runs picked (one here).
+    run_id = re.search(r"/experiments/(\d+)/$", page.url).group(1)
+    page.goto(f"{base}/experiments/")
+    page.check(f".compare-pick[value='{run_id}']")
+    page.click("[data-testid=compare]")
+    page.wait_for_selector("[data-testid=compare-results] table.results[data-protocol='torchray-pointing-v1'] tbody tr")
+    shot(page, "experiments-compare")
+    assert "browser run" in page.inner_text("[data-testid=compare-results]")
     assert not errors, errors
