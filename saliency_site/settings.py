@@ -84,6 +84,7 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",   # Swagger UI served from our static files: the docs work offline
     "accounts",
     "explain",
     "experiments",
@@ -181,6 +182,15 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Explain image classifiers with many saliency methods, and evaluate the maps.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # Several models have a `status` field; give each enum its own name in the schema.
+    "ENUM_NAME_OVERRIDES": {
+        "JobStatusEnum": "explain.models.Job.Status",
+        "ExperimentStatusEnum": "experiments.models.Experiment.Status",
+        "ShardStatusEnum": "experiments.models.Shard.Status",
+    },
 }
 
 LOGIN_URL = "/login/"
