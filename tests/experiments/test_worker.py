@@ -71,3 +71,18 @@ def test_a_killed_worker_resumes_the_run_without_duplicates_or_losses(alice, lit
             assert got[name] == pytest.approx(want[name], abs=1e-5), (key, name)
     assert run.results["protocols"][1]["rows"][0]["values"] == pytest.approx(
         reference.results["protocols"][1]["rows"][0]["values"])
+
+
+def test_cancelling_a_running_run_stops_its_shard_and_keeps_the_records(alice, lite0, celery_worker):
+    run = services.experiment_create(name="cancelled", owner=alice, model=lite0, dataset=DATASET,
+                                     methods=["gradcam", "baseline_random"], protocols=[COARSE], shard_size=6)
+    _wait(lambda: Record.objects.filter(experiment=run).exists(), 120, "the first records")
+    services.experiment_cancel(experiment=run)
+    # The shard stops after the image it is on: the record count settles below the total.
+    time.sleep(3)
+    settled = Record.objects.filter(experiment=run).count()
+    time.sleep(3)
+    assert Record.objects.filter(experiment=run).count() == settled < run.units_total
+    run.refresh_from_db()
+    assert run.status == Experiment.Status.CANCELLED and run.shards.get().status == Shard.Status.CANCELLED
+    assert run.results["protocols"][0]["rows"][0]["n"] >= 1
