@@ -106,31 +106,36 @@ class UnitCosts:
     def __init__(self, classifier, layer: str | None, x: torch.Tensor, batch_sizes, repeats: int):
         self.classifier, self.layer, self.x = classifier, layer, x
         self.batch_sizes, self.repeats = batch_sizes, repeats
-        self.cache: dict[tuple[str, int], tuple[float, int]] = {}
+        self.cache: dict[tuple[str, int, int], tuple[float, int]] = {}
 
     def cost(self, kind: str, size: int, cap: int) -> float:
-        """The best per-image time so far; the batch size is chosen on the first call among
-        ``--batch-sizes`` no larger than ``cap``, the number of such passes the batch holds
-        (four images need four gradient passes: they cannot be batched by 32)."""
+        """The best per-image time so far over ``--batch-sizes`` no larger than ``cap``, the
+        number of such passes the batch holds (four images need four gradient passes: they
+        cannot be batched by 32)."""
         key = (kind, size, cap)
         if key not in self.cache:
-            sizes = sorted({min(b, cap) for b in self.batch_sizes})
-            self.cache[key] = self._measure(kind, size, sizes)
+            self.cache[key] = self._measure(kind, size, self._sizes(cap))
         return self.cache[key][0]
 
     def refresh(self, kind: str, size: int, cap: int) -> None:
-        """Time the unit again at its chosen batch size (interleaved with the method's runs,
-        so that both see the same machine load); the minimum is kept."""
-        best, b = self.cache[(kind, size, cap)]
-        t, _ = self._measure(kind, size, [b], scale=False)
-        self.cache[(kind, size, cap)] = (min(best, t), b)
+        """Time the unit again at every candidate batch size (interleaved with the method's
+        runs, so that both see the same machine load); the minimum is kept."""
+        key = (kind, size, cap)
+        again = self._measure(kind, size, self._sizes(cap), warm=False)
+        self.cache[key] = min(self.cache[key], again)
 
-    def _measure(self, kind, size, batch_sizes, scale=True):
+    def batch(self, kind: str, size: int, cap: int) -> int:
+        return self.cache[(kind, size, cap)][1]
+
+    def _sizes(self, cap: int) -> list[int]:
+        return sorted({min(b, cap) for b in self.batch_sizes})
+
+    def _measure(self, kind, size, batch_sizes, warm=True):
         best = (math.inf, 0)
         module = self.classifier.module
         for b in batch_sizes:
             # large inputs: fewer images, as the methods do (same pixel budget)
-            if scale and size > self.x.shape[-1]:
+            if size > self.x.shape[-1]:
                 b = max(1, b * (self.x.shape[-1] ** 2) // (size * size))
             xb = self.x[torch.arange(b) % len(self.x)]
             if size != xb.shape[-1]:
@@ -145,7 +150,8 @@ class UnitCosts:
                     activations_and_gradients(self.classifier, xb, targets, self.layer)
                 _sync(xb.device)
 
-            once()
+            if warm:
+                once()
             t = min(_timed(once) for _ in range(self.repeats)) / b
             if t < best[0]:
                 best = (t, b)
@@ -247,7 +253,8 @@ def run(args) -> dict:
             if plan is not None:
                 floor = sum(count * units.cost(kind, size, cap) for (kind, size, count), cap in zip(plan, caps))
                 row.update({
-                    "passes": [{"kind": k, "size": s, "count": round(c, 2)} for k, s, c in plan],
+                    "passes": [{"kind": k, "size": s, "count": round(c, 2), "floor_batch": units.batch(k, s, cap)}
+                               for (k, s, c), cap in zip(plan, caps)],
                     "floor_seconds_per_image": floor,
                     "ratio_to_floor": per_image / floor,
                 })
