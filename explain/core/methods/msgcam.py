@@ -39,8 +39,9 @@ def multiscale_captures(
         for sl in chunks(inputs.shape[0], per):
             x = resize_images(inputs[sl], size, mode)
             parts.append(activations_and_gradients(classifier, x, targets[sl], layer))
-        acts.append(torch.cat([p[0] for p in parts]).float())
-        grads.append(torch.cat([p[1] for p in parts]).float())
+        # contiguous NCHW: the NHWC maps of a channels-last forward pass slow the products below
+        acts.append(torch.cat([p[0] for p in parts]).float().contiguous())
+        grads.append(torch.cat([p[1] for p in parts]).float().contiguous())
         logits = torch.cat([p[2] for p in parts])
         valid.append(logits.argmax(dim=1) == targets)
     valid_t = torch.stack(valid, dim=1)
