@@ -15,7 +15,3 @@ urlpatterns = [
     path("experiments/<int:pk>/", views.experiment_page, name="page-detail"),
     path("api/", include(router.urls)),
 ]
-
-# Runs are shareable like every other result. (Registered here because the app has no ready()
-# hook of its own yet; the URL configuration is loaded before any share is made or opened.)
-views.register_share_view()
