@@ -16,6 +16,8 @@ from urllib.parse import quote
 
 import pytest
 
+from tests.support import make_user
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -142,3 +144,57 @@ def page(browser):
     page.set_default_timeout(30_000)
     yield page
     context.close()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_torch_thread():
+    """One intra-op thread: on a shared two-core machine, with a worker and PostgreSQL beside the
+    tests, thread synchronisation costs more than it saves (measured 4-6x slower with two)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture()
+def builtin_models(db):
+    from explain.services import builtin_models_sync
+
+    return {row.builtin_key: row for row in builtin_models_sync()}
+
+
+@pytest.fixture()
+def lite0(builtin_models):
+    row = builtin_models["efficientnet_lite0"]
+    assert row.weights_present, "efficientnet_lite0's packaged weights should be installed"
+    return row
+
+
+@pytest.fixture()
+def alice(db):
+    return make_user("alice")
+
+
+@pytest.fixture()
+def bob(db):
+    return make_user("bob")
+
+
+def _api_client(user):
+    from rest_framework.test import APIClient
+
+    client = APIClient()
+    client.force_authenticate(user)
+    return client
+
+
+@pytest.fixture()
+def alice_api(alice):
+    return _api_client(alice)
+
+
+@pytest.fixture()
+def bob_api(bob):
+    return _api_client(bob)

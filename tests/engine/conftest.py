@@ -57,15 +57,6 @@ def tiny_vit_classifier(seed: int = 0) -> Classifier:
     )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _modest_threads():
-    # Tiny models gain nothing from intra-op threads and lose a lot on a busy shared machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def cnn() -> Classifier:
     return tiny_cnn_classifier()

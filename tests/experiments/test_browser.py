@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD, make_user
+from tests.support import PASSWORD, make_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -7,16 +7,6 @@ from torch import nn
 
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: these tensors are tiny, and on a shared 2-core machine thread
-    synchronisation costs far more than it saves."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cnn(num_classes: int = 5, seed: int = 0) -> nn.Module:
     """A small seeded CNN with a norm layer: input B×3×H×W → logits B×num_classes."""
     torch.manual_seed(seed)

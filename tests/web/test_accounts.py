@@ -7,7 +7,7 @@ from rest_framework.test import APIClient
 
 from accounts.models import ACCOUNT_NUMBER_MAX, ACCOUNT_NUMBER_MIN, Account
 
-from .conftest import PASSWORD
+from tests.support import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import PASSWORD
+from tests.support import PASSWORD
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
