@@ -145,7 +145,13 @@ class ExplanationSetSerializer(serializers.ModelSerializer):
     def get_status(self, obj) -> str:
         """The prediction's status: the set is ready for maps once it is "done"."""
         predict = next((j for j in obj.jobs.all() if j.kind == Job.Kind.PREDICT), None)
-        return predict.status if predict else Job.Status.DONE
+        if predict is None:
+            return Job.Status.DONE
+        if predict.status == Job.Status.DONE and not obj.predictions:
+            # The set row was read just before the worker stored the top-5 and the job row just
+            # after it finished (two queries, two snapshots): still running, as far as this answer knows.
+            return Job.Status.RUNNING
+        return predict.status
 
 
 class ExplanationSetCreateSerializer(serializers.Serializer):
