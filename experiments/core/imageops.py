@@ -106,3 +106,13 @@ def as_map(saliency: np.ndarray | torch.Tensor, name: str = "saliency") -> torch
         raise ValueError(f"{name} map contains NaN or infinite values; fix the method output before evaluating it")
     return t
 
+
+def image_and_map(pixels: torch.Tensor, saliency: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Check a ``3×H×W`` image in [0, 1] and its ``H×W`` map; return the map as a tensor."""
+    if pixels.dim() != 3 or pixels.shape[0] != 3:
+        raise ValueError(f"pixels must be 3×H×W in [0, 1], got shape {tuple(pixels.shape)}")
+    sal = as_map(saliency)
+    height, width = pixels.shape[1:]
+    if tuple(sal.shape) != (height, width):
+        raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
+    return sal

@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..imageops import as_map, gaussian_blur, normalize
+from ..imageops import image_and_map, gaussian_blur, normalize
 from ..protocols import InsertionDeletionProtocol, Substrate
 
 __all__ = [
@@ -114,12 +114,8 @@ def causal_curves(
         raise TypeError(f"causal_curves needs an InsertionDeletionProtocol, got {type(protocol).__name__}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, not {batch_size}")
-    if pixels.dim() != 3 or pixels.shape[0] != 3:
-        raise ValueError(f"pixels must be 3×H×W in [0, 1], got shape {tuple(pixels.shape)}")
-    sal = as_map(saliency)
+    sal = image_and_map(pixels, saliency)
     height, width = pixels.shape[1:]
-    if tuple(sal.shape) != (height, width):
-        raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
     dev = model_device(model, device)
     pixels = pixels.to(dev, torch.float32)
     original = normalize(pixels, mean, std)

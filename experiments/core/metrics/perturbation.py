@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from ..imageops import as_map, normalize
+from ..imageops import image_and_map, normalize
 from ..protocols import PerturbationProtocol
 from .causal import model_device, pixel_order
 
@@ -108,12 +108,8 @@ def perturbation_record(
         raise TypeError(f"perturbation_record needs a PerturbationProtocol, got {type(protocol).__name__}")
     if mode not in ("predicted", "target"):
         raise ValueError(f"mode must be 'predicted' or 'target', not {mode!r}")
-    if pixels.dim() != 3 or pixels.shape[0] != 3:
-        raise ValueError(f"pixels must be 3×H×W in [0, 1], got shape {tuple(pixels.shape)}")
-    sal = as_map(saliency)
+    sal = image_and_map(pixels, saliency)
     height, width = pixels.shape[1:]
-    if tuple(sal.shape) != (height, width):
-        raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
     dev = model_device(model, device)
     pixels = pixels.to(dev, torch.float32)
     n = height * width
