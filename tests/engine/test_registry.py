@@ -67,7 +67,7 @@ def test_param_errors_name_the_parameter(param, value, message):
 
 def test_resolve_params_fills_defaults_and_resolves_layers(cnn, vit):
     scorecam = get_method_class("scorecam")
-    assert scorecam.resolve_params(cnn, {"baseline": "false"}) == {"layer": "relu2", "baseline": False, "batch_size": 64}
+    assert scorecam.resolve_params(cnn, {"baseline": "false"}) == {"layer": "relu2", "baseline": False, "batch_size": 16}
     assert get_method_class("gradcam").resolve_params(vit, {})["layer"] == "blocks.1.norm1"
     with pytest.raises(ValueError, match="no parameter"):
         scorecam.resolve_params(cnn, {"baselin": True})

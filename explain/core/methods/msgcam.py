@@ -82,7 +82,7 @@ class MsgCam(Method):
         *GROUP_PARAMS,
         Param("interpolation", "choice", "bilinear", choices=("bilinear", "bicubic"),
               help="How the input is resized to each scale."),
-        batch_size_param(64),
+        batch_size_param(16),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
