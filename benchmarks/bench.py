@@ -19,6 +19,7 @@ Models without real weights on disk are benchmarked with random weights (the cos
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -32,7 +33,7 @@ import torch
 
 from explain.core import zoo
 from explain.core.engine import explain, library_versions
-from explain.core.methods.base import activations_and_gradients, layer_activations
+from explain.core.methods.base import activations_and_gradients, cpu_channels_last, layer_activations
 from explain.core.registry import get_method_class, methods_for
 
 logger = logging.getLogger("benchmarks.bench")
@@ -68,13 +69,86 @@ def get_classifier(name: str, device):
 
 
 # -- pass plans -----------------------------------------------------------------------------
+#: Pass kinds, each a plain pass through the unmodified model (never the method's own code),
+#: and how the Markdown labels them. Parameters stay frozen in all of them (no parameter
+#: gradients); ``bwd…`` kinds time the backward pass alone, after an untimed forward pass.
+PASS_KINDS = {
+    "fwd": "fwd",                    # forward, no gradient (the model as loaded)
+    "fwdbwd": "fwdbwd→layer",        # forward, then backward from the target logit to the method's layer
+    "fwdbwd_input": "fwdbwd→input",  # forward, then backward from the target logit to the input pixels
+    "bwd_input": "bwd→input",        # that backward alone
+    "fwd_attn": "fwd+attn",          # ViT forward, no gradient, attention maps materialised (no fused kernel)
+    "fwdbwd_attn": "fwdbwd→attn",    # that forward with a graph, then backward to every block's attention map
+    "bwd_attn": "bwd→attn",          # that backward alone
+    "bwd_attn_last": "bwd→attn[-1]",  # backward alone, from the target logit to the last block's attention map
+}
+#: Kinds that are one pass per explained image: a batch of ``B`` images holds ``B`` of them
+#: whatever the count (two back-projections of one image are not a batch of two).
+PER_IMAGE = frozenset(PASS_KINDS) - {"fwd", "fwdbwd"}
+#: The LRP rules need the attention probabilities, so on a ViT the gradient kinds toward the
+#: input run with them materialised too.
+ATTENTION_KINDS = frozenset({"fwd_attn", "fwdbwd_attn", "bwd_attn", "bwd_attn_last"})
+
+
 def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple[str, int, float]] | None:
-    """The passes per image ``(kind, input size, count)``; kind ``fwd`` (no gradient) or
-    ``fwdbwd`` (forward, then backward from the logit to the method's layer). ``None`` where
-    this benchmark does not know the method's passes."""
+    """The passes per image ``(kind, input size, count)`` the method inherently needs, kinds
+    as in :data:`PASS_KINDS`; ``None`` where this benchmark does not know the method's passes.
+
+    The floor is what those passes cost through the unmodified model. Where a method's own
+    forward pass already yields the logits, no separate prediction pass is counted: the
+    target (top-1 when none is given) can be read from that pass before its backward pass.
+    Work that is not a model pass (rollout's ``N×N`` products, ``B×h×N×N`` element-wise
+    products, the map's upsampling) is not counted in the floor.
+
+    - CAM family (``gradcam`` … ``layercam``, CNN and ViT): ``1×fwdbwd→layer``; the prediction
+      comes from the same forward pass.
+    - ``lrp`` on a CNN: ``1×fwdbwd→input + 1×fwd``. Relevance goes from the target logit to the
+      pixels layer by layer; each layer's back-projection ``x ⊙ (Wᵀ s)`` costs what the
+      gradient's does (the backward pass), and z⁺ needs its denominators ``z⁺ = Σ x⁺w⁺`` (+
+      ``x⁻w⁻``), one more evaluation of every convolution with the positive weights: a second
+      forward pass. ε in the dense layers reuses the forward's ``z``. Not counted: z^B's two
+      extra convolutions at the first layer and a second back-projection for signed inputs
+      (EfficientNet's linear bottlenecks), so there the floor is a lower bound.
+    - ``lrp`` on a ViT: ``1×fwdbwd→input + 1×fwd+attn + 1×bwd→input``. α1β0 in every linear
+      layer on signed inputs (LayerNorm outputs): with ``z = x W`` known from the forward pass,
+      ``z⁺ = (|x| |W| + z) / 2`` is one more product per layer (a forward pass's worth) and
+      ``R = (x ⊙ s Wᵀ + |x| ⊙ s |W|ᵀ) / 2`` two back-projections (two backward passes). The z-rule
+      at ``A V`` and ``Q Kᵀ`` is one back-projection, like the gradient. Attention maps are
+      materialised throughout, since the rules need them.
+    - ``partial_lrp``: ``1×fwd+attn + 2×bwd→attn[-1]``. One forward pass (it gives the prediction
+      and every tensor the rules need) and the α1β0 relevance from the logit through the head
+      and the last block's MLP and projection to its attention map: two back-projections of that
+      stretch (see ``lrp``); the rest of the model is not propagated through.
+    - ``transformer_attribution``: ``1×fwdbwd→attn + 1×fwd+attn + 2×bwd→attn``. One forward pass
+      with a graph and one backward pass to every block's attention map give ``A_b`` and ``∇A_b``;
+      the LRP relevance ``R_b`` at the attention maps down to ``start_block`` costs the
+      ViT ``lrp`` rules over those blocks (a forward pass's worth of denominators, two
+      back-projections), scaled by the share of blocks propagated through. Not counted: the
+      products ``∇A ⊙ R`` and the rollout over the blocks.
+    - ``gradient_rollout``: ``1×fwdbwd→attn``: ``A_b`` and ``∇A_b`` from one forward and one
+      backward pass. Not counted: ``∇A ⊙ A`` and the rollout (``depth`` products of ``N×N``
+      matrices per image, about 0.5 % of a ViT-B/16 forward pass).
+    - ``attention_rollout``: ``1×fwd+attn``: the attention maps of one forward pass, which also
+      gives the prediction. Not counted: head fusion, ``discard_ratio``'s top-k and the rollout.
+    - Perturbation and multi-scale methods: as listed in the code below.
+    """
     s = int(x.shape[-1])
     if key in CAM_FAMILY:
         return [("fwdbwd", s, 1)]             # the prediction comes from the same forward pass
+    if key == "lrp":
+        if classifier.family == "vit":
+            return [("fwdbwd_input", s, 1), ("fwd_attn", s, 1), ("bwd_input", s, 1)]
+        return [("fwdbwd_input", s, 1), ("fwd", s, 1)]
+    if key == "partial_lrp":
+        return [("fwd_attn", s, 1), ("bwd_attn_last", s, 2)]
+    if key == "transformer_attribution":
+        depth = len(classifier.module.blocks)
+        share = (depth - int(params.get("start_block", 0))) / depth
+        return [("fwdbwd_attn", s, 1), ("fwd_attn", s, share), ("bwd_attn", s, 2 * share)]
+    if key == "gradient_rollout":
+        return [("fwdbwd_attn", s, 1)]
+    if key == "attention_rollout":
+        return [("fwd_attn", s, 1)]
     if key == "scorecam":
         acts, _ = layer_activations(classifier, x, params["layer"])
         flat = acts.flatten(2)
@@ -95,9 +169,88 @@ def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple
     return None
 
 
+def pass_label(kind: str, size: int, count: float) -> str:
+    """``"1×fwdbwd→input@224"``."""
+    return f"{count:g}×{PASS_KINDS.get(kind, kind)}@{size}"
+
+
+def pass_cap(kind: str, count: float, images: int) -> int:
+    """The largest batch a floor may use for this entry: the images' own passes are never more
+    than the images; independent passes (masks, channel groups) as many as there are."""
+    if kind in PER_IMAGE:
+        return images
+    return max(1, math.ceil(count * images))
+
+
 def _channels(classifier, layer, x) -> int:
     acts, _ = layer_activations(classifier, x[:1], layer)
     return int(acts.shape[1])
+
+
+@contextlib.contextmanager
+def _attention_maps(module, keep: bool):
+    """ViT forward passes with explicit ``softmax(QKᵀ/√d)`` (timm's ``fused_attn`` off), the maps
+    collected in a list (attached to the graph) when ``keep``; flags and hooks restored on exit."""
+    from timm.layers import Attention
+
+    attns = [m for m in module.modules() if isinstance(m, Attention)]
+    saved = [m.fused_attn for m in attns]
+    maps, handles = [], []
+    try:
+        for m in attns:
+            m.fused_attn = False
+            if keep:
+                handles.append(m.attn_drop.register_forward_hook(lambda mod, args, out: maps.append(out)))
+        yield maps
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in zip(attns, saved):
+            m.fused_attn = flag
+
+
+def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets: torch.Tensor) -> float:
+    """Run one pass of ``kind`` on the batch ``xb`` and return the seconds of its timed part
+    (the whole pass, or only the backward pass for ``bwd…`` kinds)."""
+    module = classifier.module
+    vit = classifier.family == "vit"
+    if kind not in PASS_KINDS:
+        raise ValueError(f"unknown pass kind {kind!r}; known: {sorted(PASS_KINDS)}")
+    if kind == "fwdbwd":
+        start = time.perf_counter()
+        activations_and_gradients(classifier, xb, targets, layer)
+        _sync(xb.device)
+        return time.perf_counter() - start
+    if kind == "fwd":
+        start = time.perf_counter()
+        with torch.no_grad():
+            module(cpu_channels_last(xb))
+        _sync(xb.device)
+        return time.perf_counter() - start
+    if kind == "fwd_attn" and not vit:
+        raise ValueError("pass kind 'fwd_attn' needs a ViT")
+    attention = vit and (kind in ATTENTION_KINDS or kind.endswith("_input"))
+    backward_only = kind.startswith("bwd")
+    to_input = kind.endswith("_input")
+    with _attention_maps(module, keep=attention and not to_input) as maps:
+        if kind == "fwd_attn":
+            start = time.perf_counter()
+            with torch.no_grad():
+                module(xb)
+            _sync(xb.device)
+            return time.perf_counter() - start
+        pixels = cpu_channels_last(xb).detach().requires_grad_(True)
+        start = time.perf_counter()
+        with torch.enable_grad():
+            logits = module(pixels)
+            score = logits.gather(1, targets.view(-1, 1)).sum()
+            _sync(xb.device)
+            if backward_only:
+                start = time.perf_counter()
+            wrt = [pixels] if to_input else (maps[-1:] if kind == "bwd_attn_last" else maps)
+            torch.autograd.grad(score, wrt)
+        _sync(xb.device)
+        return time.perf_counter() - start
 
 
 class UnitCosts:
@@ -132,7 +285,6 @@ class UnitCosts:
 
     def _measure(self, kind, size, batch_sizes, warm=True):
         best = (math.inf, 0)
-        module = self.classifier.module
         for b in batch_sizes:
             # large inputs: fewer images, as the methods do (same pixel budget)
             if size > self.x.shape[-1]:
@@ -141,18 +293,9 @@ class UnitCosts:
             if size != xb.shape[-1]:
                 xb = torch.nn.functional.interpolate(xb, size=(size, size), mode="bilinear", align_corners=False)
             targets = torch.zeros(b, dtype=torch.long, device=xb.device)
-
-            def once():
-                if kind == "fwd":
-                    with torch.no_grad():
-                        module(xb.contiguous(memory_format=torch.channels_last) if xb.device.type == "cpu" else xb)
-                else:
-                    activations_and_gradients(self.classifier, xb, targets, self.layer)
-                _sync(xb.device)
-
             if warm:
-                once()
-            t = min(_timed(once) for _ in range(self.repeats)) / b
+                run_pass(self.classifier, self.layer, kind, xb, targets)
+            t = min(run_pass(self.classifier, self.layer, kind, xb, targets) for _ in range(self.repeats)) / b
             if t < best[0]:
                 best = (t, b)
         return best
@@ -237,7 +380,7 @@ def run(args) -> dict:
                 layer = params.get("layer") or clf.default_layer("tokens" if clf.family == "vit" else "cam")
                 if units is None or units.layer != layer:
                     units = UnitCosts(clf, layer, x, args.batch_sizes, 1)
-                caps = [max(1, math.ceil(count * len(x))) for _, _, count in plan]
+                caps = [pass_cap(kind, count, len(x)) for kind, _, count in plan]
                 for (kind, size, _), cap in zip(plan, caps):
                     units.cost(kind, size, cap)                  # picks the best batch size
             # Method and floor timed in alternation: a shared machine's load hits both alike.
@@ -291,11 +434,18 @@ def markdown(result: dict) -> str:
         "Seconds per image of `explain()` on a batch; *floor*: the same passes measured alone at the best "
         "batch size; *pgc*: pytorch-grad-cam on the same batch and layer (maps compared by Pearson).",
         "",
+        "Passes (plain passes through the unmodified model, parameters frozen): *fwd* forward without "
+        "gradient; *fwdbwd→layer* forward, then backward from the target logit to the method's layer; "
+        "*fwdbwd→input* the same down to the pixels; *bwd→input* that backward alone; *fwd+attn* a ViT "
+        "forward with the attention maps materialised; *fwdbwd→attn* that forward, then backward to every "
+        "block's attention map; *bwd→attn* that backward alone; *bwd→attn[-1]* backward alone to the last "
+        "block's attention map. Why each method needs its passes: `pass_plan` in benchmarks/bench.py.",
+        "",
         "| model | weights | method | s/image | passes/image | floor s/image | ratio to floor | pgc s/image | speed-up vs pgc | Pearson vs pgc |",
         "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
-        passes = " + ".join(f"{p['count']:g}×{p['kind']}@{p['size']}" for p in r.get("passes", [])) or "n/a"
+        passes = " + ".join(pass_label(p["kind"], p["size"], p["count"]) for p in r.get("passes", [])) or "n/a"
         def f(key, fmt="{:.3f}"):
             return fmt.format(r[key]) if key in r else ""
         lines.append(
