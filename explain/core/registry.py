@@ -34,8 +34,10 @@ def register_method(key: str, *, aliases: tuple[str, ...] | list[str] = ()) -> C
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method({key!r}) decorates Method subclasses, not {cls!r}")
         with _lock:
-            # A class registered from outside the package must meet the built-in keys first.
-            if not _loaded and not _loading:
+            # A class registered from outside the package must meet the built-in keys first. A
+            # built-in module imported on its own must not: loading the others from inside its
+            # import would reach it again half-initialised (cameras imports msgcam, for one).
+            if not _loaded and not _loading and not cls.__module__.startswith(f"{__package__}.methods."):
                 _load_all()
             for name in (key, *aliases):
                 if name in _METHODS or name in _ALIASES:

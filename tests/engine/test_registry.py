@@ -93,3 +93,17 @@ def test_hook_session_restores_state_and_propagates_errors(cnn):
     assert [p.requires_grad for p in module.parameters()] == flags
     with torch.no_grad():
         module(torch.randn(1, 3, 32, 32))
+
+
+def test_a_method_module_imported_first_loads_cleanly():
+    # A fresh interpreter importing one built-in method module before anything else must not
+    # trip over a half-initialised sibling (cameras imports msgcam).
+    import subprocess
+    import sys
+
+    code = ("import explain.core.methods.msgcam\n"
+            "from explain.core.registry import get_method_class\n"
+            "print(get_method_class('cameras').key, get_method_class('msgcam').key)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cameras", "msgcam"]

@@ -21,8 +21,7 @@ class Cameras(Method):
     the target are dropped (the input scale alone is kept if none remains). ``A_t`` and
     ``G_t = ∂F_c/∂A_t`` (raw logit) are resized to ``S×S`` and averaged separately into
     ``Ā``, ``Ḡ`` (``K×S×S``); map ``norm(ReLU(Σ_k Ā_k ⊙ Ḡ_k))`` (``B×S×S``), no spatial pooling.
-    The resize-and-average runs as two matrix products per channel chunk (``channel_chunk``
-    channels at a time bound the memory).
+    ``Ā`` and ``Ḡ`` are never built: see :func:`resized_channel_product`.
     Jalwana et al., CVPR 2021.
 
     Example::
@@ -52,28 +51,54 @@ class Cameras(Method):
             classifier, inputs, targets, params["layer"], sizes, params["interpolation"], params["batch_size"]
         )
         share = valid.float() / valid.float().sum(dim=1, keepdim=True)          # B×T
-        k = acts[0].shape[1]
-        out = torch.zeros(inputs.shape[0], *plane, device=inputs.device)
-        rows, cols_a, cols_g = self._separable(acts, grads, share, plane)
-        for sl in chunks(k, params["channel_chunk"]):
-            a_bar = rows @ torch.cat([a[:, sl] @ c for a, c in zip(acts, cols_a)], dim=2)     # B×c×S×S
-            g_bar = rows @ torch.cat([g[:, sl] @ c for g, c in zip(grads, cols_g)], dim=2)
-            out += (a_bar * g_bar).sum(dim=1)
+        out = resized_channel_product(acts, grads, share, plane, params["channel_chunk"])
         return norm(torch.relu(out))
 
-    @staticmethod
-    def _separable(acts, grads, share, plane):
-        """Resizing every scale's maps to ``S×S`` and averaging them, as two matrix products.
 
-        ``mean_t s_t · R_t X_t C_tᵀ = [R_1 … R_T] · concat_t(s_t · X_t C_tᵀ)`` (rows stacked):
-        one ``S×ΣH_t`` product per channel instead of ``T`` separate resizes to ``S×S``.
-        Returns the row matrix (``S×Σh_t``) and, per scale, the column matrices ``C_tᵀ``
-        (``w_t×S``) for activations and gradients with the scale weights ``s_t`` folded in.
-        """
-        device = acts[0].device
-        rows = torch.cat([interp_matrix(a.shape[-2], plane[0], device=device) for a in acts], dim=1)
-        cols = []
-        for t, a in enumerate(acts):
-            c = interp_matrix(a.shape[-1], plane[1], device=device).t()           # w_t×S
-            cols.append(share[:, t, None, None, None] * c)                        # B×1×w_t×S
-        return rows, cols, cols
+def resized_channel_product(
+    acts: list[Tensor], grads: list[Tensor], share: Tensor, plane: tuple[int, int], channel_chunk: int
+) -> Tensor:
+    """``Σ_k Ā_k ⊙ Ḡ_k`` (``B×H×W``) with ``Ā = Σ_t s_t·up(A_t)``, ``Ḡ = Σ_t s_t·up(G_t)``.
+
+    Args:
+        acts, grads: per scale ``t``, ``B×K×h_t×w_t``.
+        share: ``B×T`` scale weights ``s_t`` (rows sum to 1).
+        plane: the output size ``(H, W)``.
+
+    Bilinear resizing is separable, ``up(X) = R X Cᵀ`` (``R``: ``H×h``, ``C``: ``W×w``, see
+    :func:`explain.core.ops.interp_matrix`). Stacking the scales' rows, ``Ā_k = R P_k`` with
+    ``R = [R_1 … R_T]`` (``H×Σh_t``) and ``P_k = [s_1 A_1,k C_1ᵀ; …; s_T A_T,k C_Tᵀ]``
+    (``Σh_t×W``), and the same for ``Ḡ_k = R Q_k``. Then, for every output column ``x``::
+
+        Σ_k Ā_k[y, x] Ḡ_k[y, x] = r_yᵀ (Σ_k P_k[:, x] Q_k[:, x]ᵀ) r_y = r_yᵀ M_x r_y
+
+    ``M_x`` (``Σh_t×Σh_t``) sums over the channels once: ``K·W·(Σh_t)²`` multiply-adds instead
+    of the ``2·K·H·W·Σh_t`` of building ``Ā`` and ``Ḡ`` (3.2× fewer for EfficientNet-Lite0 at
+    224 px, ``Σh_t = 140``; 1.6× for VGG19, ``Σh_t = 282``), and no ``K×H×W`` tensor exists.
+    Images are handled one at a time and channels ``channel_chunk`` at a time to bound the memory.
+    """
+    device = acts[0].device
+    rows = torch.cat([interp_matrix(a.shape[-2], plane[0], device=device) for a in acts], dim=1)  # H×Σh
+    cols = [interp_matrix(a.shape[-1], plane[1], device=device) for a in acts]                   # W×w_t
+    b, k = acts[0].shape[:2]
+    out = torch.zeros(b, *plane, device=device)
+
+    def stacked(maps: list[Tensor], weighted_cols: list[Tensor], i: int, sl: slice) -> Tensor:
+        # P[x, (t, r), k] = s_t Σ_j C_t[x, j] X_t,k[r, j], laid out W×Σh×c for the products below;
+        # only the small c×h×w maps are transposed, never the W-wide results
+        parts = []
+        for x, c in zip(maps, weighted_cols):
+            h, w = x.shape[-2:]
+            small = x[i, sl].permute(2, 1, 0).reshape(w, -1)                                # w×(h·c)
+            parts.append((c @ small).view(plane[1], h, -1))
+        return torch.cat(parts, dim=1)
+
+    for i in range(b):
+        weighted = [share[i, t] * c for t, c in enumerate(cols)]
+        gram = torch.zeros(plane[1], rows.shape[1], rows.shape[1], device=device)          # W×Σh×Σh
+        for sl in chunks(k, channel_chunk):
+            # one (Σh×c)·(c×Σh) product per output column
+            gram += stacked(acts, weighted, i, sl) @ stacked(grads, weighted, i, sl).transpose(1, 2)
+        # out[y, x] = Σ_ab R[y, a] M_x[a, b] R[y, b]
+        out[i] = ((gram @ rows.t()) * rows.t()[None]).sum(dim=1).t()
+    return out
