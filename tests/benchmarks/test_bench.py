@@ -1,0 +1,105 @@
+"""The benchmark's pass plans and the plain passes its floors are measured with."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from benchmarks.bench import (
+    PASS_KINDS, PER_IMAGE, _attention_maps, markdown, pass_cap, pass_label, pass_plan, run_pass,
+)
+from explain.core.registry import get_method_class, methods_for
+from tests.engine.conftest import tiny_cnn_classifier, tiny_vit_classifier
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {"cnn": tiny_cnn_classifier(), "vit": tiny_vit_classifier()}
+
+
+def _batch(classifier, count=2):
+    g = torch.Generator().manual_seed(3)
+    return torch.randn(count, 3, classifier.input_size, classifier.input_size, generator=g)
+
+
+@pytest.mark.parametrize("family", ["cnn", "vit"])
+def test_every_method_of_a_family_has_a_plan_of_known_kinds(models, family):
+    classifier = models[family]
+    x = _batch(classifier)
+    for key in methods_for(family):
+        params = get_method_class(key).resolve_params(classifier)
+        plan = pass_plan(key, classifier, params, x)
+        assert plan, f"{key} on a {family} has no pass plan"
+        for kind, size, count in plan:
+            assert kind in PASS_KINDS, (key, kind)
+            assert size >= classifier.input_size and count >= 0, (key, size, count)
+
+
+def test_lrp_plans_differ_by_family_and_transformer_attribution_scales_with_start_block(models):
+    vit, cnn = models["vit"], models["cnn"]
+    x = _batch(vit)
+    lrp = get_method_class("lrp")
+    assert [k for k, _, _ in pass_plan("lrp", cnn, lrp.resolve_params(cnn), x)] == ["fwdbwd_input", "fwd"]
+    assert [k for k, _, _ in pass_plan("lrp", vit, lrp.resolve_params(vit), x)] == [
+        "fwdbwd_input", "fwd_attn", "bwd_input"]
+    ta = get_method_class("transformer_attribution")
+    depth = len(vit.module.blocks)
+    plan = pass_plan("transformer_attribution", vit, ta.resolve_params(vit, {"start_block": 1}), x)
+    counts = {kind: count for kind, _, count in plan}
+    assert counts == {"fwdbwd_attn": 1, "fwd_attn": (depth - 1) / depth, "bwd_attn": 2 * (depth - 1) / depth}
+
+
+def test_attention_maps_are_collected_attached_and_the_model_restored(models):
+    module = models["vit"].module
+    flags = [m.fused_attn for m in module.modules() if hasattr(m, "fused_attn")]
+    pixels = _batch(models["vit"]).requires_grad_(True)
+    with _attention_maps(module, keep=True) as maps:
+        module(pixels)
+    assert len(maps) == len(module.blocks)
+    tokens = module.patch_embed.num_patches + 1
+    for attn in maps:
+        assert attn.shape == (2, module.blocks[0].attn.num_heads, tokens, tokens)
+        assert attn.requires_grad
+        torch.testing.assert_close(attn.sum(-1), torch.ones(attn.shape[:-1]))   # softmax rows
+    assert [m.fused_attn for m in module.modules() if hasattr(m, "fused_attn")] == flags
+    assert all(not b.attn.attn_drop._forward_hooks for b in module.blocks)
+    with torch.no_grad():
+        module(pixels)
+    assert len(maps) == len(module.blocks)      # no hook left to append more
+
+
+@pytest.mark.parametrize("kind", sorted(PASS_KINDS))
+def test_every_pass_kind_runs_on_a_vit(models, kind):
+    vit = models["vit"]
+    seconds = run_pass(vit, "blocks.1.norm1", kind, _batch(vit), torch.tensor([1, 4]))
+    assert math.isfinite(seconds) and seconds > 0
+
+
+def test_cnn_pass_kinds_and_errors(models):
+    cnn = models["cnn"]
+    x, targets = _batch(cnn), torch.tensor([0, 3])
+    for kind in ("fwd", "fwdbwd", "fwdbwd_input", "bwd_input"):
+        assert run_pass(cnn, "relu2", kind, x, targets) > 0
+    with pytest.raises(ValueError, match="needs a ViT"):
+        run_pass(cnn, "relu2", "fwd_attn", x, targets)
+    with pytest.raises(ValueError, match="unknown pass kind"):
+        run_pass(cnn, "relu2", "fwd_twice", x, targets)
+
+
+def test_caps_and_labels():
+    for kind in PER_IMAGE:
+        assert pass_cap(kind, 2, 4) == 4          # two passes per image are not a batch of eight
+    assert pass_cap("fwd", 2.5, 4) == 10          # independent masked images: as many as there are
+    assert pass_cap("fwd", 0.1, 4) == 1
+    assert pass_label("fwdbwd_input", 224, 1) == "1×fwdbwd→input@224"
+    assert pass_label("bwd_attn", 224, 2 * 11 / 12) == "1.83333×bwd→attn@224"
+    result = {"when": "now", "device": "cpu", "threads": 1, "versions": {"torch": torch.__version__}, "rows": [
+        {"model": "m", "weights": "random", "method": "lrp", "seconds_per_image": 2.0,
+         "passes": [{"kind": "fwdbwd_input", "size": 224, "count": 1}, {"kind": "fwd", "size": 224, "count": 1}],
+         "floor_seconds_per_image": 1.0, "ratio_to_floor": 2.0},
+        {"model": "m", "weights": "random", "method": "x", "seconds_per_image": 1.0},
+    ]}
+    text = markdown(result)
+    assert "| m | random | lrp | 2.000 | 1×fwdbwd→input@224 + 1×fwd@224 | 1.000 | 2.00 |" in text
+    assert "| m | random | x | 1.000 | n/a |" in text
