@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 class Explanation:
     """One image's explanation and everything needed to reproduce it.
 
-    ``saliency``: ``S×S`` float32 on the CPU, finite, non-negative (raw scale of the method;
+    ``saliency``: ``H×W`` (the input's size) float32 on the CPU, finite, non-negative (raw scale of the method;
     in ``[0, 1]`` when enhanced). ``logits``/``probabilities``: ``C`` float32. ``manifest``:
     JSON-able provenance (method, params, enhancement, layer, model, weights checksum, input
     shape, library versions, seed, device, runtime).
@@ -71,13 +71,17 @@ def _jsonable(value: Any) -> Any:
 
 def _check_inputs(classifier: Classifier, inputs: Tensor) -> Tensor:
     if not isinstance(inputs, Tensor):
-        raise TypeError(f"inputs must be a torch.Tensor (B×3×S×S, normalised), not {type(inputs).__name__}")
+        raise TypeError(f"inputs must be a torch.Tensor (B×3×H×W, normalised), not {type(inputs).__name__}")
     if inputs.dim() == 3:
         inputs = inputs.unsqueeze(0)
     if inputs.dim() != 4 or inputs.shape[1] != 3 or inputs.shape[0] < 1:
-        raise ValueError(f"inputs must be B×3×S×S (normalised), got shape {tuple(inputs.shape)}")
-    if inputs.shape[-1] != inputs.shape[-2]:
-        raise ValueError(f"inputs must be square, got {tuple(inputs.shape[-2:])}; use imaging.preprocess")
+        raise ValueError(f"inputs must be B×3×H×W (normalised), got shape {tuple(inputs.shape)}")
+    if classifier.family == "vit" and inputs.shape[-1] != inputs.shape[-2]:
+        # a ViT's position embedding fixes its input grid; a CNN takes any H×W
+        raise ValueError(
+            f"a ViT takes square inputs only, got {tuple(inputs.shape[-2:])}; "
+            f"resize to {classifier.input_size}×{classifier.input_size} (imaging.preprocess does)"
+        )
     if not inputs.is_floating_point():
         raise TypeError(f"inputs must be a floating point tensor, not {inputs.dtype}")
     if not torch.isfinite(inputs).all():
@@ -116,7 +120,8 @@ def explain(
 
     Args:
         classifier: model and metadata (:class:`explain.core.handle.Classifier`).
-        inputs: normalised ``B×3×S×S`` (or ``3×S×S``) float tensor.
+        inputs: normalised ``B×3×H×W`` (or ``3×H×W``) float tensor; square for ViTs, any
+            ``H×W`` for CNNs (``imaging.preprocess`` gives the model's square crop).
         method: a registry key (or alias) or a :class:`Method` instance.
         targets: class per image (int, list or ``LongTensor[B]``); default each image's top-1.
         params: method parameter overrides; validated, defaults filled, layers resolved.

@@ -4,7 +4,8 @@ Wraps any registered method ``f(F, I, c) → S×S``:
 
 1. ``S_0 = f(F, I, c)`` at full size.
 2. Windows ``h×w`` (default 96) slid with ``stride`` (32) from the top-left corner, only
-   positions fully inside the image (5×5 = 25 on 224×224); ``P_k = up(crop_k(I), S×S)``.
+   positions fully inside the image (5×5 = 25 on 224×224); ``P_k = up(crop_k(I), S×S)``
+   (on an ``H×W`` input ``S = min(H, W)``: a window is zoomed without changing its shape).
 3. ``S_k = f(F, P_k, c)``; ``α_k = softmax(F(P_k))_c``.
 4. ``s_k``: ``S_k`` resized down to ``h×w`` (bilinear, antialiased);
    ``S' = Σ_k place_k(α_k · s_k + crop_k(S_0))``.
@@ -60,15 +61,22 @@ def window_positions(height: int, width: int, window: int, stride: int) -> list[
     return [(y, x) for y in ys for x in xs]
 
 
+def zoomed_size(height: int, width: int) -> int:
+    """Side of the square a window is zoomed to: the input's shorter side (``S`` for ``S×S``),
+    so a square window keeps its aspect ratio on a non-square input."""
+    return min(height, width)
+
+
 def crop_windows(inputs: Tensor, positions: list[tuple[int, int]], window: int) -> Tensor:
-    """``B×C×H×W`` → ``(B·K)×C×H×W``: each window cropped and upsampled bilinearly to ``H×W``.
+    """``B×C×H×W`` → ``(B·K)×C×s×s``: each window cropped and upsampled bilinearly to ``s×s``,
+    ``s = min(H, W)``.
 
     Image-major order: the ``K`` windows of image 0, then those of image 1, …
     """
-    h, w = inputs.shape[-2:]
+    side = zoomed_size(*inputs.shape[-2:])
     crops = torch.stack([inputs[..., y:y + window, x:x + window] for y, x in positions], dim=1)
     crops = crops.flatten(0, 1)
-    return F.interpolate(crops, size=(h, w), mode="bilinear", align_corners=False)
+    return F.interpolate(crops, size=(side, side), mode="bilinear", align_corners=False)
 
 
 def fuse(base: Tensor, window_maps: Tensor, alphas: Tensor, positions: list[tuple[int, int]], window: int) -> Tensor:
@@ -108,7 +116,7 @@ def finish_maps(maps: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 class SlidingWindowEnhancement:
-    """Wraps a :class:`Method`; ``explain_batch`` returns enhanced maps in ``[0, 1]``, ``B×S×S``."""
+    """Wraps a :class:`Method`; ``explain_batch`` returns enhanced maps in ``[0, 1]``, ``B×H×W``."""
 
     def __init__(self, method: Method, **params: Any):
         self.method = method
@@ -125,7 +133,7 @@ class SlidingWindowEnhancement:
         maps, logits, targets = self.method.explain_batch(classifier, inputs, targets, params, generator)
         base = finish_maps(maps, size)
 
-        windows = crop_windows(inputs, positions, window)                  # (B·K)×3×S×S
+        windows = crop_windows(inputs, positions, window)                  # (B·K)×3×s×s
         window_targets = targets.repeat_interleave(k)
         per_call = p["window_batch"] if self.method.batchable else 1
         state = generator.get_state() if generator is not None else None
@@ -140,8 +148,9 @@ class SlidingWindowEnhancement:
                 m, lg, _ = self.method.explain_batch(
                     classifier, windows[sl], window_targets[sl], params, generator
                 )
+                side = windows.shape[-1]
                 window_maps.append(F.interpolate(
-                    finish_maps(m, size)[:, None], size=(window, window), mode="bilinear",
+                    finish_maps(m, (side, side))[:, None], size=(window, window), mode="bilinear",
                     align_corners=False, antialias=True,
                 )[:, 0])
                 window_logits.append(lg.float())

@@ -38,11 +38,29 @@ def upsample(x: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> 
     return y.reshape(*lead, *size)
 
 
-def resize_images(x: Tensor, size: int, mode: str = "bilinear") -> Tensor:
-    """A batch ``B×C×H×W`` resized to ``size×size`` (used for multi-scale inputs)."""
-    if x.shape[-1] == size and x.shape[-2] == size:
+def resize_images(x: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> Tensor:
+    """A batch ``B×C×H×W`` resized to ``size`` (``h×w``, or ``size×size`` for an int)."""
+    if isinstance(size, int):
+        size = (size, size)
+    if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return F.interpolate(x, size=(size, size), mode=mode, align_corners=False)
+    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+
+
+def scaled_sizes(plane: tuple[int, int], scales: int, step: int) -> list[tuple[int, int]]:
+    """Input sizes of a multi-scale method: the shorter side grows by ``step`` per scale.
+
+    ``ζ_t = s + step·(t−1)`` for ``t = 1…scales`` with ``s`` the shorter side of ``plane``; the
+    longer side follows at the same factor (rounded), so a non-square image keeps its aspect
+    ratio and a square one gets ``ζ_t×ζ_t``.
+    """
+    h, w = plane
+    short = min(h, w)
+    out = []
+    for t in range(scales):
+        zeta = short + step * t
+        out.append((zeta if h == short else round(h * zeta / short), zeta if w == short else round(w * zeta / short)))
+    return out
 
 
 def gaussian_kernel1d(kernel_size: int, sigma: float, *, dtype=torch.float32, device=None) -> Tensor:

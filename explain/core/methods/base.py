@@ -187,13 +187,13 @@ class Method:
 
         Args:
             classifier: the model and what the methods need to know about it.
-            inputs: normalised batch ``B×3×S×S`` on ``classifier.device``.
+            inputs: normalised batch ``B×3×H×W`` on ``classifier.device`` (``H = W`` for ViTs).
             targets: ``LongTensor[B]``, the class explained for each image.
             params: the output of :meth:`resolve_params` (defaults filled, layers resolved).
             generator: a seeded CPU ``torch.Generator`` for random methods, or ``None``.
 
         Returns:
-            ``B×S×S`` or ``B×h×w`` float tensor; the engine upsamples bilinearly to ``S×S``
+            ``B×H×W`` or ``B×h×w`` float tensor; the engine upsamples bilinearly to ``H×W``
             and clamps to non-negative finite values.
         """
         raise NotImplementedError

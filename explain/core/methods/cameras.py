@@ -8,7 +8,7 @@ from torch import Tensor
 
 from explain.core.methods.base import LAYER_PARAM, Method, Param, batch_size_param
 from explain.core.methods.msgcam import multiscale_captures
-from explain.core.ops import chunks, interp_matrix, norm
+from explain.core.ops import chunks, interp_matrix, norm, scaled_sizes
 from explain.core.registry import register_method
 
 
@@ -17,7 +17,7 @@ class Cameras(Method):
     """CAMERAS: activations and gradients averaged over valid up-scaled inputs, multiplied pixel-wise.
 
     Input sizes ``ζ_t = S + step·(t−1)``, ``t = 1…N`` (default 8 scales of step 100:
-    224, 324, …, 924), bicubic upsampling of the input. Scales whose top-1 class differs from
+    224, 324, …, 924; the shorter side of a non-square input), bicubic upsampling of the input. Scales whose top-1 class differs from
     the target are dropped (the input scale alone is kept if none remains). ``A_t`` and
     ``G_t = ∂F_c/∂A_t`` (raw logit) are resized to ``S×S`` and averaged separately into
     ``Ā``, ``Ḡ`` (``K×S×S``); map ``norm(ReLU(Σ_k Ā_k ⊙ Ḡ_k))`` (``B×S×S``), no spatial pooling.
@@ -44,9 +44,8 @@ class Cameras(Method):
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        size = int(inputs.shape[-1])
         plane = tuple(inputs.shape[-2:])
-        sizes = [size + params["step"] * t for t in range(params["scales"])]
+        sizes = scaled_sizes(plane, params["scales"], params["step"])
         acts, grads, valid = multiscale_captures(
             classifier, inputs, targets, params["layer"], sizes, params["interpolation"], params["batch_size"]
         )

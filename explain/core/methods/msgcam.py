@@ -9,7 +9,7 @@ from torch import Tensor
 from explain.core.handle import Classifier
 from explain.core.methods.base import LAYER_PARAM, Method, Param, activations_and_gradients, batch_size_param
 from explain.core.methods.groupcam import GROUP_PARAMS, group_sum, perturbation_weighted_map
-from explain.core.ops import chunks, resize_images, upsample, upsampled_mean_weights
+from explain.core.ops import chunks, resize_images, scaled_sizes, upsample, upsampled_mean_weights
 from explain.core.registry import register_method
 
 
@@ -18,11 +18,12 @@ def multiscale_captures(
     inputs: Tensor,
     targets: Tensor,
     layer: str,
-    sizes: Sequence[int],
+    sizes: Sequence[int | tuple[int, int]],
     mode: str,
     batch_size: int,
 ) -> tuple[list[Tensor], list[Tensor], Tensor]:
-    """Activations and logit gradients of ``layer`` for the batch resized to each of ``sizes``.
+    """Activations and logit gradients of ``layer`` for the batch resized to each of ``sizes``
+    (``(h, w)`` pairs, or ints for squares).
 
     One forward and one backward pass per size, on chunks of images holding at most as many
     pixels as ``batch_size`` images of the input size (large scales cost memory). Returns ``(A, G, valid)``:
@@ -34,7 +35,8 @@ def multiscale_captures(
     targets = targets.to(inputs.device)
     base = int(inputs.shape[-1]) * int(inputs.shape[-2])
     for size in sizes:
-        per = max(1, (batch_size * base) // (size * size))
+        h, w = (size, size) if isinstance(size, int) else size
+        per = max(1, (batch_size * base) // (h * w))
         parts = []
         for sl in chunks(inputs.shape[0], per):
             x = resize_images(inputs[sl], size, mode)
@@ -56,7 +58,8 @@ class MsgCam(Method):
 
     1. ``c`` the target (the engine's default: top-1 class of ``F(I)``).
     2. For ``t = 1…N``: ``ζ_t = S + step·(t−1)`` (default ``N = 4``, step 100: 224…524),
-       ``I_t = up(I, ζ_t)``; only if ``argmax F(I_t) = c`` record ``A_t`` and
+       ``I_t = up(I, ζ_t)`` (a non-square input: its shorter side becomes ``ζ_t``, the aspect
+       ratio is kept, see :func:`explain.core.ops.scaled_sizes`); only if ``argmax F(I_t) = c`` record ``A_t`` and
        ``G_t = ∂F_c(I_t)/∂A_t`` (raw logit), resized to ``S×S``.
     3. ``Ā``, ``Ḡ``: their means over the ``t_max`` valid scales (the input scale alone if none).
     4. ``w_k = mean_ij Ḡ_k,ij``; ``M = Ā · w``.
@@ -86,9 +89,8 @@ class MsgCam(Method):
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        size = int(inputs.shape[-1])
         plane = tuple(inputs.shape[-2:])
-        sizes = [size + params["step"] * t for t in range(params["scales"])]
+        sizes = scaled_sizes(plane, params["scales"], params["step"])
         acts, grads, valid = multiscale_captures(
             classifier, inputs, targets, params["layer"], sizes, params["interpolation"], params["batch_size"]
         )
