@@ -269,6 +269,15 @@ def _protocol(raw: str | Mapping[str, Any]) -> Protocol:
 
 
 def _check_protocol_fits(protocol: Protocol, kind: DatasetKind, dataset: ds.Dataset, model: ClassifierModel) -> None:
+    prep = getattr(protocol, "preprocessing", None)
+    if model.family == "vit" and prep is not None and prep.resize == "keep-aspect":
+        # refused here, not image by image: the run would finish "done" with every record failed
+        side = (model.preprocessing or {}).get("input_size", 224)
+        raise InputError(
+            f"{protocol.name} resizes each image keeping its aspect ratio (shorter side {prep.size}, nothing "
+            f"cropped), so the model gets non-square inputs, but {model.name} is a ViT, which takes square "
+            f"{side}×{side} inputs only; choose a CNN, or a copy of the protocol with square preprocessing "
+            f"(params {{\"preprocessing\": {{\"resize\": \"square\", \"size\": {side}}}}})")
     same_classes = dataset.num_classes == model.num_classes
     if isinstance(protocol, PointingProtocol):
         if not kind.objects:

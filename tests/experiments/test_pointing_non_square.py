@@ -333,9 +333,6 @@ def test_coco2014_pointing_on_landscape_and_portrait_images(alice, tmp_path, set
     assert table["torchray-pointing-v1"]["Centre map (baseline)"] == pytest.approx((100 + 0 + 100) / 3)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "experiments.services._check_protocol_fits does not refuse a ViT on a keep-aspect protocol: the run is "
-    "accepted and every record then fails with explain()'s 'a ViT takes square inputs only'"))
 def test_a_vit_on_a_keep_aspect_protocol_is_refused_at_submission(alice, tmp_path, settings):
     settings.MEDIA_ROOT = tmp_path / "media"
     root = write_voc(tmp_path / "data")
