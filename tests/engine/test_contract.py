@@ -149,3 +149,15 @@ def test_leak_a_thousand_calls(cnn):
         explain(cnn, x, "gradcam")
         assert count_hooks(cnn.module) == 0
     assert_unchanged(cnn.module, snap)
+
+
+@pytest.mark.parametrize("key,family", CASES)
+def test_logits_are_the_models_and_the_default_target_is_top1(key, family, images):
+    # methods that take the logits from their own (hooked, canonized) forward pass must still
+    # report the model's prediction
+    clf = classifier(family)
+    with torch.no_grad():
+        expected = clf.module(images).float()
+    for e, row in zip(explain(clf, images, key, params=FAST.get(key)), expected):
+        torch.testing.assert_close(e.logits, row, atol=1e-4, rtol=1e-4)
+        assert e.target == int(row.argmax())

@@ -6,9 +6,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
 from explain.core.registry import register_method
-from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, trace_vit
 
@@ -46,7 +45,7 @@ def discard_lowest(attention: Tensor, ratio: float) -> Tensor:
 
 
 @register_method("attention_rollout")
-class AttentionRollout(Method):
+class AttentionRollout(OwnForwardMethod):
     """Attention rollout: the attention maps of all blocks multiplied, with the residual identity.
 
     For every block the attention probabilities ``A_b`` (``B×h×N×N``) are fused over heads
@@ -75,14 +74,12 @@ class AttentionRollout(Method):
         batch_size_param(8, "images"),
     )
 
-    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
-
-    def _maps(self, classifier, inputs, targets, params) -> Tensor:
+    def maps_and_logits(self, classifier, inputs, targets, params):
         trace = trace_vit(classifier.module, inputs, with_grad=False)
+        logits = trace.logits.detach()
         mixing = []
         for block in trace.blocks:
             fused = discard_lowest(fuse_heads(block.attn, params["head_fusion"]), params["discard_ratio"])
             with_residual = plus_identity(fused)
             mixing.append(with_residual / with_residual.sum(dim=-1, keepdim=True))
-        return class_token_row(rollout(mixing), classifier.module)
+        return class_token_row(rollout(mixing), classifier.module), logits, top1_if_none(logits, targets)

@@ -3,17 +3,15 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from torch import Tensor
 
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
 from explain.core.registry import register_method
-from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, trace_vit
 
 
 @register_method("gradient_rollout")
-class GradientRollout(Method):
+class GradientRollout(OwnForwardMethod):
     """Attention weighted by its gradient, rolled out over blocks, without LRP.
 
     For every block ``Ā_b = mean_heads((∇A_b ⊙ A_b)⁺)`` with ``A_b`` the attention
@@ -34,14 +32,13 @@ class GradientRollout(Method):
     uses_gradients: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (batch_size_param(8, "images"),)
 
-    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
-
-    def _maps(self, classifier, inputs, targets, params) -> Tensor:
+    def maps_and_logits(self, classifier, inputs, targets, params):
         trace = trace_vit(classifier.module, inputs)
+        logits = trace.logits.detach()
+        targets = top1_if_none(logits, targets)
         gradients = trace.attention_gradients(targets)
         mixing = [
             plus_identity((grad * block.attn).clamp(min=0).mean(dim=1))
             for grad, block in zip(gradients, trace.blocks)
         ]
-        return class_token_row(rollout(mixing), classifier.module)
+        return class_token_row(rollout(mixing), classifier.module), logits, targets

@@ -7,9 +7,8 @@ import torch
 from torch import Tensor
 
 from explain.core.handle import Classifier
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
 from explain.core.registry import register_method
-from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.cnn import COMPOSITES, cnn_relevance
 from explain.core.relevance.vit import propagate, trace_vit
 
@@ -27,7 +26,7 @@ def target_logit_relevance(logits: Tensor, targets: Tensor) -> Tensor:
 
 
 @register_method("lrp")
-class LRP(Method):
+class LRP(OwnForwardMethod):
     """LRP: the target logit redistributed layer by layer down to the pixels, conserving its total.
 
     The relevance starts as the raw logit ``F_c(I)`` of the target class (all other outputs 0)
@@ -73,20 +72,25 @@ class LRP(Method):
         batch_size_param(8, "images"),
     )
 
-    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
-
-    def _maps(self, classifier, inputs, targets, params) -> Tensor:
+    def maps_and_logits(self, classifier, inputs, targets, params):
         low, high = input_bounds(classifier, inputs)
         if classifier.family == "vit":
             trace = trace_vit(classifier.module, inputs)
             logits = trace.logits.detach()
+            targets = top1_if_none(logits, targets)
             relevance = propagate(trace, target_logit_relevance(logits, targets), low=low, high=high).pixels
         else:
-            targets = targets.to(inputs.device)
-            relevance, _ = cnn_relevance(
-                classifier.module, inputs, lambda out: target_logit_relevance(out, targets),
+            chosen = {}
+
+            def output_relevance(out: Tensor) -> Tensor:
+                # the rules' own forward pass gives the logits, and the top-1 class from them
+                chosen["targets"] = top1_if_none(out, targets)
+                return target_logit_relevance(out, chosen["targets"])
+
+            relevance, logits = cnn_relevance(
+                classifier.module, inputs, output_relevance,
                 low=low, high=high, composite=params["composite"], epsilon=params["epsilon"],
                 ignore_bias=params["ignore_bias"],
             )
-        return relevance.sum(dim=1).clamp(min=0)
+            targets = chosen["targets"]
+        return relevance.sum(dim=1).clamp(min=0), logits, targets

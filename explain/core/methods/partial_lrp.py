@@ -4,16 +4,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
 from explain.core.registry import register_method
-from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.vit import class_token_row, propagate, trace_vit
 
 
 @register_method("partial_lrp")
-class PartialLRP(Method):
+class PartialLRP(OwnForwardMethod):
     """Partial LRP: LRP relevance at the attention map of the **last** block, class-token row.
 
     Relevance starts as 1 at the target class (as in Chefer et al.'s code, which provides this
@@ -34,14 +32,12 @@ class PartialLRP(Method):
     uses_gradients: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = (batch_size_param(8, "images"),)
 
-    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
-
-    def _maps(self, classifier, inputs, targets, params) -> Tensor:
+    def maps_and_logits(self, classifier, inputs, targets, params):
         # no gradient needed, and relevance only has to get through the head and the last block
         trace = trace_vit(classifier.module, inputs, with_grad=False)
-        logits = trace.logits
+        logits = trace.logits.detach()
+        targets = top1_if_none(logits, targets)
         one_hot = torch.nn.functional.one_hot(targets.to(logits.device), logits.shape[1]).to(logits.dtype)
         last = len(trace.blocks) - 1
         relevance = propagate(trace, one_hot, to_pixels=False, down_to_block=last).attention[last]
-        return class_token_row(relevance.clamp(min=0).mean(dim=1), classifier.module)
+        return class_token_row(relevance.clamp(min=0).mean(dim=1), classifier.module), logits, targets

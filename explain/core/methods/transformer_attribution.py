@@ -4,17 +4,15 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-from torch import Tensor
 
-from explain.core.methods.base import Method, Param, batch_size_param
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
 from explain.core.registry import register_method
-from explain.core.relevance.batching import in_chunks
 from explain.core.relevance.rollout import plus_identity, rollout
 from explain.core.relevance.vit import class_token_row, propagate, trace_vit
 
 
 @register_method("transformer_attribution")
-class TransformerAttribution(Method):
+class TransformerAttribution(OwnForwardMethod):
     """Transformer Attribution: attention relevance weighted by its gradient, rolled out over blocks.
 
     For every block ``b``: ``∇A_b = ∂F_c/∂A_b`` (gradient of the raw logit with respect to the
@@ -44,21 +42,19 @@ class TransformerAttribution(Method):
         batch_size_param(8, "images"),
     )
 
-    def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
-        return in_chunks(inputs, targets, params["batch_size"], lambda x, t: self._maps(classifier, x, t, params))
-
-    def _maps(self, classifier, inputs, targets, params) -> Tensor:
+    def maps_and_logits(self, classifier, inputs, targets, params):
         model = classifier.module
         start = int(params.get("start_block", 0))
         if start >= len(model.blocks):
             raise ValueError(f"start_block must be below the model's {len(model.blocks)} blocks, not {start}")
         trace = trace_vit(model, inputs)
-        gradients = trace.attention_gradients(targets)
         logits = trace.logits.detach()
+        targets = top1_if_none(logits, targets)
+        gradients = trace.attention_gradients(targets)
         one_hot = torch.nn.functional.one_hot(targets.to(logits.device), logits.shape[1]).to(logits.dtype)
         relevances = propagate(trace, one_hot, to_pixels=False, down_to_block=start).attention
         mixing = [
             None if rel is None else plus_identity((grad * rel).clamp(min=0).mean(dim=1))
             for grad, rel in zip(gradients, relevances)
         ]
-        return class_token_row(rollout(mixing, start), model)
+        return class_token_row(rollout(mixing, start), model), logits, targets
