@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import platform
 import time
@@ -53,10 +54,10 @@ class Explanation:
 def library_versions() -> dict[str, str]:
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchvision", "timm", "zennit"):
+        # the installed distribution's version: zennit has no __version__ attribute
         try:
-            module = __import__(name)
-            versions[name] = getattr(module, "__version__", "unknown")
-        except ImportError:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
             versions[name] = "absent"
     return versions
 

@@ -161,3 +161,13 @@ def test_logits_are_the_models_and_the_default_target_is_top1(key, family, image
     for e, row in zip(explain(clf, images, key, params=FAST.get(key)), expected):
         torch.testing.assert_close(e.logits, row, atol=1e-4, rtol=1e-4)
         assert e.target == int(row.argmax())
+
+
+def test_the_manifest_names_the_installed_library_versions(cnn, images):
+    import importlib.metadata
+
+    [e] = explain(cnn, images[:1], "gradcam")
+    versions = e.manifest["versions"]
+    for name in ("torchvision", "timm", "zennit"):
+        assert versions[name] == importlib.metadata.version(name)
+    assert versions["torch"] == torch.__version__
