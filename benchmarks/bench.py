@@ -11,8 +11,7 @@ batch of ``--images`` photos; the forward/backward passes the method needs per i
 best batch size; and their ratio. For the gradient CAM family it also times
 pytorch-grad-cam on the same batch and layer, checks that the maps are equal (Pearson ≥ 0.999
 after min-max normalisation) and reports the speed ratio. Results go to
-``benchmarks/results/bench-<timestamp>.{json,md}`` and ``<name>.{json,md}`` (``--name``,
-default ``latest``). Timings on a shared machine vary: the method, its floor and
+``benchmarks/results/<name>.{json,md}`` (``--name``, default ``bench-<timestamp>``). Timings on a shared machine vary: the method, its floor and
 pytorch-grad-cam are timed in alternation and the fastest of ``--repeats`` runs counts.
 Models without real weights on disk are benchmarked with random weights (the cost is the same).
 """
@@ -472,17 +471,17 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--no-reference", action="store_true", help="skip pytorch-grad-cam")
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--name", default="latest", help="results file stem (besides a timestamped copy)")
+    parser.add_argument("--name", default=None, help="results file stem (default: bench-<timestamp>)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = result["when"].replace(":", "").replace("-", "")
     text = markdown(result)
-    for stem in (f"bench-{stamp}", args.name):
-        (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-        (args.out / f"{stem}.md").write_text(text)
-    logger.info("results written to %s", args.out)
+    stem = args.name or f"bench-{stamp}"
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (args.out / f"{stem}.md").write_text(text)
+    logger.info("results written to %s", args.out / f"{stem}.md")
     print(text)
     return 0
 
