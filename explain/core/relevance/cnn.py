@@ -45,13 +45,13 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 from zennit.attribution import Gradient
-from zennit.core import Hook
+from zennit.core import Hook, RemovableHandle, RemovableHandleList
 from zennit.canonizers import AttributeCanonizer, MergeBatchNorm
-from zennit.composites import SpecialFirstLayerMapComposite, layer_map_base
+from zennit.composites import SpecialFirstLayerMapComposite
 from zennit.layer import Sum
-from zennit.rules import Epsilon, Flat, ZBox, ZPlus
+from zennit.rules import Epsilon, Flat, Norm, ZBox, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
-from zennit.types import BatchNorm, Convolution, Linear
+from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
 from explain.core.hooks import HookSession
 from explain.core.relevance.rules import conv2d_zplus_wsquare
@@ -61,7 +61,76 @@ logger = logging.getLogger(__name__)
 COMPOSITES = ("epsilon_plus_box", "epsilon_plus_flat")
 
 
-class ZPlusWSquare(Hook):
+class _RuleOutput(torch.autograd.Function):
+    """The module's output unchanged in the forward pass; the hook's rule in the backward pass.
+
+    ``output`` was computed from a detached input, so autograd holds no path through the
+    module and never computes the plain gradient that a zennit ``Hook`` would compute first
+    and then throw away. ``output`` is marked dirty (rather than returned as a view) so that
+    in-place operations downstream (e.g. ``ReLU(inplace=True)``) stay allowed.
+    """
+
+    @staticmethod
+    def forward(ctx, hook: "AutogradRule", module: nn.Module, x: Tensor, output: Tensor) -> Tensor:
+        ctx.hook, ctx.module = hook, module
+        # saved through autograd, so an in-place change of x before the backward pass raises
+        # instead of silently feeding the rule other values
+        ctx.save_for_backward(x if hook.needs_input else None)
+        ctx.mark_dirty(output)
+        return output
+
+    @staticmethod
+    def backward(ctx, relevance: Tensor):
+        (x,) = ctx.saved_tensors
+        x = None if x is None else x.detach()
+        return None, None, ctx.hook.relevance(ctx.module, x, relevance), None
+
+
+class AutogradRule(Hook):
+    """A zennit rule for a single-input module whose backward pass is the rule alone.
+
+    zennit's ``Hook`` lets autograd compute the plain gradient through the module and replaces
+    it afterwards; for a convolution that is one full-size backward convolution per layer,
+    wasted. Here the module runs on a detached input (frozen parameters, so no graph is
+    recorded) and its output is tied to the input by :class:`_RuleOutput`, whose backward is
+    :meth:`relevance`. The result equals the zennit hook's: both return ``relevance(...)`` as
+    the input's gradient. Deactivation (``Composite.inactive``) is honoured for forward passes
+    run while it is in effect.
+    """
+
+    #: whether :meth:`relevance` reads the module's input (else it gets ``None``)
+    needs_input: bool = True
+
+    def register(self, module: nn.Module) -> RemovableHandleList:
+        return RemovableHandleList([
+            RemovableHandle(self),
+            module.register_forward_pre_hook(self._detach_input),
+            module.register_forward_hook(self._attach_rule),
+        ])
+
+    def _detach_input(self, module, args):
+        x = args[0] if args else None
+        if not (self.active and isinstance(x, Tensor) and x.requires_grad and torch.is_grad_enabled()):
+            self.stored_tensors.pop("input", None)
+            return None
+        self.stored_tensors["input"] = x
+        return (x.detach(), *args[1:])
+
+    def _attach_rule(self, module, args, output):
+        x = self.stored_tensors.pop("input", None)
+        if x is None:
+            return None
+        return _RuleOutput.apply(self, module, x, output.detach())
+
+    def relevance(self, module: nn.Module, x: Tensor | None, relevance: Tensor) -> Tensor:
+        """The relevance of ``x`` (the module's detached input) given that of its output."""
+        raise NotImplementedError
+
+    def copy(self) -> "AutogradRule":
+        return type(self)()
+
+
+class ZPlusWSquare(AutogradRule):
     """zennit rule: z⁺ in a 2-D convolution, w² for the units without positive contributions.
 
     See :func:`explain.core.relevance.rules.conv2d_zplus_wsquare`. Plain z⁺ loses the relevance
@@ -69,19 +138,22 @@ class ZPlusWSquare(Hook):
     depthwise convolutions that is over 90 % of the logit. Biases are left out.
     """
 
-    def forward(self, module, input, output):
-        self.stored_tensors["input"] = input
-
-    def backward(self, module, grad_input, grad_output):
-        x = self.stored_tensors["input"][0].detach()
-        relevance = conv2d_zplus_wsquare(
-            x, module.weight.detach(), grad_output[0],
+    def relevance(self, module, x, relevance):
+        return conv2d_zplus_wsquare(
+            x, module.weight.detach(), relevance,
             stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
         )
-        return tuple(relevance if g is not None and g.shape == relevance.shape else None for g in grad_input)
 
-    def copy(self) -> "ZPlusWSquare":
-        return ZPlusWSquare()
+
+class PassThrough(AutogradRule):
+    """zennit's ``Pass`` (relevance of the output handed unchanged to the input) for activations
+    and batch norms, without autograd first computing their plain gradient (and zennit cloning
+    every input) only to discard it."""
+
+    needs_input = False
+
+    def relevance(self, module, x, relevance):
+        return relevance
 
 
 def _leaves_with_atomic_norms(module: nn.Module):
@@ -207,7 +279,12 @@ def make_composite(
     default 1e-6 is absolute: it takes a visible share where activations are ~1e-4).
     """
     zero = ["bias"] if ignore_bias else None
-    layer_map = layer_map_base(stabilizer) + [
+    # zennit's layer_map_base, with PassThrough for its Pass (the same rule, without the wasted gradient)
+    layer_map = [
+        (Activation, PassThrough()),
+        (Sum, Norm(stabilizer=stabilizer)),
+        (AvgPool, Norm(stabilizer=stabilizer)),
+        (BatchNorm, PassThrough()),
         (nn.Conv2d, ZPlusWSquare() if ignore_bias else ZPlus(stabilizer=stabilizer)),
         (Convolution, ZPlus(stabilizer=stabilizer, zero_params=zero)),
         (torch.nn.Linear, Epsilon(epsilon=epsilon, zero_params=zero)),

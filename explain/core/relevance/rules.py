@@ -127,22 +127,53 @@ def conv2d_zplus_wsquare(
     depthwise convolutions, which see 9 inputs, when a folded batch-norm bias keeps the unit
     active) has ``z⁺_j = 0`` and plain z⁺ drops its relevance; here such a unit's relevance
     is split in proportion to ``w_ij²`` instead (Montavon et al. 2017), so the total is always
-    conserved. Units with ``z⁺_j > 0`` get exactly the z⁺ rule.
+    conserved. Units with ``z⁺_j > 0`` get exactly the z⁺ rule:
+
+    ``R_i = x⁺_i Σ_j w⁺_ij s_j + x⁻_i Σ_j w⁻_ij s_j + Σ_j w_ij² t_j`` with
+    ``s_j = R_j / z⁺_j`` where ``z⁺_j > 0`` (else 0) and ``t_j = R_j / (Σ_i' w_i'j² + ε)`` where
+    ``z⁺_j = 0`` (else 0), the sum over ``i'`` running over the taps that see an input (not padding).
 
     Shapes: ``x`` ``B×C×H×W``, ``weight`` ``O×C/groups×k×k``, ``relevance`` ``B×O×h×w``.
+
+    Work is skipped only where it is exactly zero, so the result is the formula above:
+    inputs with no negative entry (every input after a ReLU) have ``x⁻ = 0``, so both ``x⁻``
+    terms are left out; the w² back-projection runs only when some unit has ``z⁺_j = 0`` and
+    ``R_j ≠ 0`` (otherwise every ``t_j`` is 0).
     """
     conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
     back = lambda w, s: conv2d_input(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
-    w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
-    x_pos, x_neg = x.clamp(min=0), x.clamp(max=0)
-    z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
-    alive = z_plus > 0
-    s = torch.where(alive, relevance / torch.where(alive, z_plus, torch.ones_like(z_plus)), torch.zeros_like(relevance))
-    result = x_pos * back(w_pos, s) + x_neg * back(w_neg, s)
+    # Relevance arriving through a residual sum is a strided slice of a stacked tensor; the
+    # convolutions below would each copy it, and the element-wise passes run slower on it.
+    relevance = relevance.contiguous()
+    x = x.contiguous()
+    w_pos = weight.clamp(min=0)
+    signed = bool(x.amin() < 0)
+    if signed:
+        x_pos, x_neg, w_neg = x.clamp(min=0), x.clamp(max=0), weight.clamp(max=0)
+        z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
+    else:
+        # x⁻ = 0: conv(x⁻, w⁻) and x⁻ · back(w⁻, s) are exact zeros, and x⁺ = x.
+        x_pos = x
+        z_plus = conv(x, w_pos)
+    # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0. The
+    # division gives inf/NaN only at dead units, which the fill overwrites with 0.
+    dead = z_plus <= 0
+    s = (relevance / z_plus).masked_fill_(dead, 0.0)
+    result = back(w_pos, s).mul_(x_pos)
+    if signed:
+        result.add_(back(w_neg, s).mul_(x_neg))
+    dead_relevance = torch.where(dead, relevance, 0.0)
+    if not bool(dead_relevance.any()):
+        # every t_j is 0, so the w² back-projection would add exact zeros
+        return result
     squared = weight * weight
-    in_bounds = conv(torch.ones_like(x), squared)     # padding taps hold no input: left out
-    s_dead = torch.where(alive, torch.zeros_like(relevance), safe_divide(relevance, in_bounds))
-    return result + back(squared, s_dead)
+    # Σ_i' w_i'j² over the taps that see an input depends on the input's shape only, not its
+    # values: one image of ones gives it for the whole batch (padding taps hold no input).
+    ones = torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
+    in_bounds = conv(ones, squared)
+    # in_bounds ≥ 0, so safe_divide's stabiliser is +ε, and 0 where no tap sees an input
+    scale = torch.where(in_bounds > 0, in_bounds + STABILIZER, torch.inf)
+    return result.add_(back(squared, dead_relevance / scale))
 
 
 def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
