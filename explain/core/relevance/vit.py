@@ -28,6 +28,11 @@ relevance dropped at zero denominators and float rounding), whether or not the l
 biases. At the input, ``Σ R_pixels + R_pos_embed + R_class_token = Σ R_logits``: the share
 of the two learnt embeddings is not attributed to pixels (the reference code drops it too).
 
+Work the maps do not need is skipped (the maps are those of the plain rules up to float
+rounding): the α1β0 rule reuses each linear layer's recorded output (:func:`linear_zplus`),
+``A @ V`` is not recomputed, the last block propagates the class token's row only (the only
+token the head reads), and with ``to_pixels=False`` the lowest block stops at its attention.
+
 Shapes: ``B`` images, ``N = 1 + g·g`` tokens, ``D`` width, ``h`` heads, ``d = D / h``.
 """
 from __future__ import annotations
@@ -44,8 +49,8 @@ from explain.core.relevance.rules import (
     add_normalized,
     conv2d_zbox,
     linear_alpha_beta,
-    matmul_z,
     per_sample_sum,
+    safe_divide,
 )
 
 try:  # timm is a runtime dependency; keep the import failure readable
@@ -122,9 +127,12 @@ class BlockTrace:
     qkv: Tensor = None           # B×N×3D  qkv(normed1) (bias included: these are the operands)
     attn_graph: Tensor = None    # B×h×N×N softmax(QKᵀ/√d), still attached to the autograd graph
     attn_out: Tensor = None      # B×N×D   (A V) with heads merged, the proj input
+    proj_out: Tensor = None      # B×N×D   proj(attn_out), bias included, before LayerScale
     branch1: Tensor = None       # B×N×D   ls1(attn(...)), added to x_in
     normed2: Tensor = None       # B×N×D   norm2(x_mid), the fc1 input
+    fc1_out: Tensor = None       # B×N×H   fc1(normed2), bias included, before GELU
     hidden: Tensor = None        # B×N×H   GELU(fc1(...)), the fc2 input
+    fc2_out: Tensor = None       # B×N×D   fc2(hidden), bias included, before LayerScale
     branch2: Tensor = None       # B×N×D   ls2(mlp(...)), added to x_mid
 
     @property
@@ -138,6 +146,7 @@ class ViTTrace:
 
     model: nn.Module
     pixels: Tensor                       # B×3×H×W   normalised input (requires grad)
+    patch_conv: Tensor = None            # B×D×g×g   patch_embed.proj output (the conv, bias included)
     patch_tokens: Tensor = None          # B×(N−1)×D patch_embed output
     pooled: Tensor = None                # B×D       head input (the normed class token)
     logits: Tensor = None                # B×C       attached to the graph
@@ -183,6 +192,7 @@ def trace_vit(model: nn.Module, inputs: Tensor, *, with_grad: bool = True) -> Vi
     grad_mode = contextlib.nullcontext() if with_grad else torch.no_grad()
     with HookSession(model, enable_grad=with_grad) as session, unfused_attention(model), grad_mode:
         session.freeze_parameters()
+        session.forward_hook(model.patch_embed.proj, keep_output(trace, "patch_conv"))
         session.forward_hook(model.patch_embed, keep_output(trace, "patch_tokens"))
         session.forward_pre_hook(model.head, keep_input(trace, "pooled"))
         for block, record in zip(model.blocks, trace.blocks):
@@ -192,17 +202,23 @@ def trace_vit(model: nn.Module, inputs: Tensor, *, with_grad: bool = True) -> Vi
             session.forward_hook(block.attn.qkv, keep_output(record, "qkv"))
             session.forward_hook(block.attn.attn_drop, keep_output(record, "attn_graph", attached=True))
             session.forward_pre_hook(block.attn.proj, keep_input(record, "attn_out"))
+            session.forward_hook(block.attn.proj, keep_output(record, "proj_out"))
             session.forward_hook(block.ls1, keep_output(record, "branch1"))
             session.forward_hook(block.norm2, keep_output(record, "normed2"))
+            session.forward_hook(block.mlp.fc1, keep_output(record, "fc1_out"))
             session.forward_pre_hook(block.mlp.fc2, keep_input(record, "hidden"))
+            session.forward_hook(block.mlp.fc2, keep_output(record, "fc2_out"))
             session.forward_hook(block.ls2, keep_output(record, "branch2"))
         model.eval()  # dropout and stochastic depth off; the session restores the flags
         trace.logits = model(trace.pixels)
     missing = [
         f"block {i}.{name}" for i, rec in enumerate(trace.blocks)
-        for name in ("x_in", "normed1", "qkv", "attn_graph", "attn_out", "branch1", "normed2", "hidden", "branch2")
+        for name in (
+            "x_in", "normed1", "qkv", "attn_graph", "attn_out", "proj_out", "branch1", "normed2", "fc1_out",
+            "hidden", "fc2_out", "branch2",
+        )
         if getattr(rec, name) is None
-    ] + [name for name in ("patch_tokens", "pooled") if getattr(trace, name) is None]
+    ] + [name for name in ("patch_conv", "patch_tokens", "pooled") if getattr(trace, name) is None]
     if calls["blocks"] != len(model.blocks) or missing:
         raise ValueError(
             f"expected each of the {len(model.blocks)} blocks to run once and record its tensors, saw "
@@ -229,31 +245,181 @@ class ViTRelevance:
     totals: dict[str, Tensor]
 
 
-def _block_relevance(block: nn.Module, rec: BlockTrace, relevance: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
-    """Relevance at a block's input from the relevance at its output; also the attention's (B×h×N×N)."""
+#: A unit's z⁺ obtained as ``(|x|·|w| + z) / 2`` is trusted when it is at least this fraction of
+#: ``|x|·|w| + |b|`` (the size of the terms it is computed from): the rounding of those terms is
+#: then magnified at most 16 times in ``z⁺``. Units below it (few or none; dead units, with
+#: ``z⁺ = 0``, among them) get the exact four-product rule.
+ZPLUS_TRUST = 1 / 16
+
+
+def linear_zplus(x: Tensor, weight: Tensor, bias: Tensor | None, output: Tensor, relevance: Tensor) -> Tensor:
+    """The α1β0 (z⁺) rule for ``y = x Wᵀ + b`` using the recorded output ``y``: three products, not four.
+
+    With ``z = y − b = x Wᵀ`` from the forward pass, ``z⁺_j = Σ_i (x_i w_ij)⁺ = (Σ_i |x_i||w_ij| + z_j) / 2``
+    takes one product, and with ``s = R / z⁺`` the back-projection
+    ``R_i = x⁺_i (s W⁺)_i + x⁻_i (s W⁻)_i = (x_i (s W)_i + |x_i| (s |W|)_i) / 2`` takes two, against two
+    and two for :func:`explain.core.relevance.rules.linear_alpha_beta` with ``α = 1``, whose result this
+    equals up to float rounding (bias ignored, dead units' relevance dropped, like there).
+
+    The sums ``|x||W| + z`` and ``x (sW) + |x| (s|W|)`` cancel where a unit's positive contributions
+    are small beside its negative ones; output units where ``z⁺ < ZPLUS_TRUST · (|x||W| + |b|)`` in any
+    row are therefore taken out of the shortcut and done with the four-product rule on their
+    columns of ``W`` only.
+
+    Args:
+        x: ``…×I`` layer input; ``weight``: ``O×I``; ``bias``: ``O`` or ``None``;
+        output: ``…×O`` the layer's output for ``x`` (bias included); ``relevance``: ``…×O``.
+
+    Returns:
+        ``…×I``.
+    """
+    w_abs = weight.abs()
+    x_abs = x.abs()
+    magnitude = x_abs @ w_abs.T                                   # Σ_i |x_i||w_ij|
+    z = output if bias is None else output - bias
+    z_plus = (magnitude + z) * 0.5
+    scale = magnitude if bias is None else magnitude + bias.abs()
+    doubtful = (z_plus < ZPLUS_TRUST * scale).reshape(-1, weight.shape[0]).any(dim=0)
+    fixed = None
+    if bool(doubtful.any()):
+        columns = doubtful.nonzero().squeeze(1)
+        fixed = linear_alpha_beta(x, weight[columns], relevance[..., columns], 1.0)
+        relevance = relevance.clone()
+        relevance[..., columns] = 0      # their share is in ``fixed``
+    s = safe_divide(relevance, z_plus)
+    result = (x * (s @ weight) + x_abs * (s @ w_abs)) * 0.5
+    return result if fixed is None else result + fixed
+
+
+def _linear(layer: nn.Linear, x: Tensor, output: Tensor, relevance: Tensor, alpha: float) -> Tensor:
+    """αβ rule of one linear layer, through :func:`linear_zplus` when ``α = 1``."""
+    if alpha == 1:
+        bias = None if layer.bias is None else layer.bias.detach()
+        return linear_zplus(x, layer.weight.detach(), bias, output, relevance)
+    return linear_alpha_beta(x, layer.weight.detach(), relevance, alpha)
+
+
+def _heads(tokens: Tensor, heads: int) -> Tensor:
+    """``B×n×D`` → ``B×h×n×d`` (timm's head split of the merged ``A V``)."""
+    b, n, dim = tokens.shape
+    return tokens.reshape(b, n, heads, dim // heads).transpose(1, 2)
+
+
+def _block_relevance(
+    block: nn.Module, rec: BlockTrace, relevance: Tensor, alpha: float, *, class_token_only: bool = False,
+    input_needed: bool = True,
+) -> tuple[Tensor | None, Tensor]:
+    """Relevance at a block's input from the relevance at its output; also the attention's (B×h×N×N).
+
+    ``class_token_only``: ``relevance`` is ``B×1×D``, the class token's row, all other tokens'
+    relevance being zero (the last block, under class-token pooling). The MLP, LayerNorm,
+    residual sums and ``proj`` act token by token, so every token but the class token keeps
+    zero relevance down to ``A @ V``; only there does the relevance spread (to ``V``, and through
+    row 0 of ``Q Kᵀ`` to ``K``). The rules are the same; the zero rows are just not computed.
+
+    ``input_needed=False`` stops at the attention map and returns ``None`` for the input: the
+    lowest block of a propagation that does not go on to the pixels needs neither ``V``'s and
+    ``Q Kᵀ``'s relevance nor the ``qkv`` rule.
+    """
     b, n, dim = rec.x_in.shape
     heads = block.attn.num_heads
-    head_dim = block.attn.head_dim
+    rows = slice(0, 1) if class_token_only else slice(None)
 
     # x_out = x_mid + ls2(mlp(norm2(x_mid)))
-    x_mid = rec.x_in + rec.branch1
-    r_mid, r_branch = add_normalized(x_mid, rec.branch2, relevance)
-    r_hidden = linear_alpha_beta(rec.hidden, block.mlp.fc2.weight, r_branch, alpha)
+    x_in = rec.x_in[:, rows]
+    branch1 = rec.branch1[:, rows]
+    x_mid = x_in + branch1
+    r_mid, r_branch = add_normalized(x_mid, rec.branch2[:, rows], relevance)
+    r_hidden = _linear(block.mlp.fc2, rec.hidden[:, rows], rec.fc2_out[:, rows], r_branch, alpha)
     # GELU, LayerNorm and LayerScale pass relevance unchanged
-    r_mid = r_mid + linear_alpha_beta(rec.normed2, block.mlp.fc1.weight, r_hidden, alpha)
+    r_mid = r_mid + _linear(block.mlp.fc1, rec.normed2[:, rows], rec.fc1_out[:, rows], r_hidden, alpha)
 
     # x_mid = x_in + ls1(attn(norm1(x_in)))
-    r_in, r_branch = add_normalized(rec.x_in, rec.branch1, r_mid)
-    r_attn_out = linear_alpha_beta(rec.attn_out, block.attn.proj.weight, r_branch, alpha)
-    r_attn_out = r_attn_out.reshape(b, n, heads, head_dim).transpose(1, 2)       # B×h×N×d
-    q, k, v = rec.qkv.reshape(b, n, 3, heads, head_dim).permute(2, 0, 3, 1, 4)   # each B×h×N×d
-    r_attn, r_v = matmul_z(rec.attn, v, r_attn_out)
+    r_in, r_branch = add_normalized(x_in, branch1, r_mid)
+    attn_out = rec.attn_out[:, rows]
+    r_attn_out = _heads(_linear(block.attn.proj, attn_out, rec.proj_out[:, rows], r_branch, alpha), heads)
+    attn = rec.attn[:, :, rows]                                                # B×h×n×N
+    q, k, v = rec.qkv.reshape(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)   # each B×h×N×d
+
+    # A @ V, z-rule halved on each operand (rules.matmul_z); the product is the recorded proj input
+    s = safe_divide(r_attn_out, _heads(attn_out, heads))
+    r_scores = attn * (s @ v.transpose(-1, -2)) / 2                           # B×h×n×N
+    if class_token_only:
+        r_attn = r_scores.new_zeros(b, heads, n, n)
+        r_attn[:, :, :1] = r_scores
+    else:
+        r_attn = r_scores
+    if not input_needed:
+        return None, r_attn
+    r_v = v * (attn.transpose(-1, -2) @ s) / 2
+
     # softmax passes relevance unchanged; Q Kᵀ is bilinear like A V (the 1/√d scale cancels)
-    r_q, r_kt = matmul_z(q, k.transpose(-1, -2), r_attn)
-    r_qkv = torch.stack([r_q, r_kt.transpose(-1, -2), r_v])                   # 3×B×h×N×d
-    r_qkv = r_qkv.permute(1, 3, 0, 2, 4).reshape(b, n, 3 * heads * head_dim)
-    r_in = r_in + linear_alpha_beta(rec.normed1, block.attn.qkv.weight, r_qkv, alpha)
-    return r_in, r_attn
+    q_rows = q[:, :, rows]
+    s = safe_divide(r_scores, q_rows @ k.transpose(-1, -2))
+    r_q_rows = q_rows * (s @ k) / 2
+    r_k = k * (s.transpose(-1, -2) @ q_rows) / 2
+    r_q = r_q_rows if not class_token_only else torch.cat([r_q_rows, r_q_rows.new_zeros(b, heads, n - 1, r_q_rows.shape[-1])], dim=2)
+    r_qkv = torch.stack([r_q, r_k, r_v]).permute(1, 3, 0, 2, 4).reshape(b, n, 3 * dim)    # B×N×3D
+    r_qkv = _linear(block.attn.qkv, rec.normed1, rec.qkv, r_qkv, alpha)
+    if class_token_only:
+        r_qkv[:, :1] += r_in
+        return r_qkv, r_attn
+    return r_in + r_qkv, r_attn
+
+
+def _patch_embedding_zbox(proj: nn.Conv2d, x: Tensor, conv_out: Tensor, relevance: Tensor, low: Tensor, high: Tensor) -> Tensor:
+    """z^B at the patch embedding (:func:`explain.core.relevance.rules.conv2d_zbox`), as matrix products.
+
+    A patch embedding's kernel tiles the image (stride = kernel size, no padding), so the
+    convolution is ``patches @ Wᵀ`` on the ``B×g·g×(C·k·k)`` patch matrix. Then
+    ``z = x W − l W⁺ − h W⁻`` takes ``x W`` from the recorded output ``conv_out`` (``B×D×g×g``, minus
+    the bias) and, for bounds constant over the image (``…×C×1×1``), ``l W⁺`` and ``h W⁻`` from one
+    row each; with ``s = R / z``, ``R_pixels = (x − l)(s W⁺) + (x − h)(s W⁻)`` takes two products,
+    where ``conv2d_zbox`` runs three convolutions and three transposed ones. Any other
+    convolution goes to ``conv2d_zbox``.
+
+    Shapes: ``x`` ``B×C×H×W``; ``relevance`` ``B×D×g×g``; ``low``/``high`` broadcast to ``x``.
+    """
+    weight = proj.weight.detach()
+    out_channels, channels, kh, kw = weight.shape
+    b, _, height, width = x.shape
+    gh, gw = relevance.shape[-2:]
+    tiles = (
+        not isinstance(proj.padding, str) and tuple(proj.padding) == (0, 0) and tuple(proj.stride) == (kh, kw)
+        and tuple(proj.dilation) == (1, 1) and proj.groups == 1 and (gh * kh, gw * kw) == (height, width)
+    )
+    if not tiles:
+        return conv2d_zbox(
+            x, weight, relevance, low, high,
+            stride=proj.stride, padding=proj.padding, dilation=proj.dilation, groups=proj.groups,
+        )
+
+    def to_patches(image: Tensor) -> Tensor:        # …×C×H×W → …×g·g×(C·k·k)
+        lead = image.shape[0]
+        return (image.reshape(lead, channels, gh, kh, gw, kw).permute(0, 2, 4, 1, 3, 5)
+                .reshape(lead, gh * gw, channels * kh * kw))
+
+    def to_image(patches: Tensor) -> Tensor:        # B×g·g×(C·k·k) → B×C×H×W
+        return (patches.reshape(b, gh, gw, channels, kh, kw).permute(0, 3, 1, 4, 2, 5)
+                .reshape(b, channels, height, width))
+
+    flat = weight.reshape(out_channels, -1)
+    w_pos, w_neg = flat.clamp(min=0), flat.clamp(max=0)
+    z = conv_out.flatten(2).transpose(1, 2)                                     # B×g·g×D
+    if proj.bias is not None:
+        z = z - proj.bias.detach()
+    for bound, w in ((low, w_pos), (high, w_neg)):
+        bound = bound.reshape((1,) * (4 - bound.dim()) + tuple(bound.shape))
+        if bound.shape[-2:] == (1, 1):                                          # constant over the image
+            per_channel = bound.expand(bound.shape[0], channels, kh, kw).reshape(bound.shape[0], 1, -1)
+        else:
+            per_channel = to_patches(bound.expand_as(x))
+        z = z - per_channel @ w.T
+    s = safe_divide(relevance.flatten(2).transpose(1, 2), z)                     # B×g·g×D
+    x_patches = to_patches(x)
+    low_patches = to_patches(low.expand_as(x))
+    high_patches = to_patches(high.expand_as(x))
+    return to_image((x_patches - low_patches) * (s @ w_pos) + (x_patches - high_patches) * (s @ w_neg))
 
 
 def propagate(
@@ -275,28 +441,37 @@ def propagate(
             broadcastable to ``B×3×H×W`` (e.g. ``1×3×1×1``). ``None`` takes each image's own
             minimum and maximum, as the reference code does.
         alpha: of the αβ rule in the linear layers (``β = α − 1``; Chefer et al. use 1).
-        to_pixels: ``False`` stops after block ``down_to_block`` (Transformer Attribution and
-            partial LRP need only attention relevances); ``pixels`` is then ``None`` and
-            ``attention`` holds ``None`` for the blocks not reached.
+        to_pixels: ``False`` stops at the attention map of block ``down_to_block`` (Transformer
+            Attribution and partial LRP need only attention relevances); ``pixels`` is then
+            ``None``, ``attention`` holds ``None`` for the blocks not reached, and ``totals``
+            has no ``"block{down_to_block}"`` (that block's input relevance is not computed).
         down_to_block: with ``to_pixels=False``, the lowest block to propagate through
             (partial LRP needs only the last one).
     """
     model = trace.model
     totals: dict[str, Tensor] = {"logits": per_sample_sum(output_relevance)}
     with torch.no_grad():
-        r_pooled = linear_alpha_beta(trace.pooled, model.head.weight, output_relevance.to(trace.pooled.dtype), alpha)
+        r_pooled = _linear(
+            model.head, trace.pooled, trace.logits.detach(), output_relevance.to(trace.pooled.dtype), alpha,
+        )
         totals["pooled"] = per_sample_sum(r_pooled)
-        tokens = trace.blocks[-1].x_in
-        relevance = torch.zeros_like(tokens)
-        relevance[:, 0] = r_pooled            # class-token pooling; the final LayerNorm passes it
+        # class-token pooling; the final LayerNorm passes it. The other tokens get none, so the
+        # last block starts from the class token's row alone (B×1×D)
+        relevance = r_pooled.unsqueeze(1)
         totals["blocks_out"] = per_sample_sum(relevance)
-        attention: list[Tensor | None] = [None] * len(trace.blocks)
+        depth = len(trace.blocks)
+        attention: list[Tensor | None] = [None] * depth
         lowest = 0 if to_pixels else down_to_block
-        if not 0 <= lowest < len(trace.blocks):
-            raise ValueError(f"down_to_block must be in [0, {len(trace.blocks) - 1}], not {down_to_block}")
-        for index in reversed(range(lowest, len(trace.blocks))):
-            relevance, attention[index] = _block_relevance(model.blocks[index], trace.blocks[index], relevance, alpha)
-            totals[f"block{index}"] = per_sample_sum(relevance)
+        if not 0 <= lowest < depth:
+            raise ValueError(f"down_to_block must be in [0, {depth - 1}], not {down_to_block}")
+        for index in reversed(range(lowest, depth)):
+            input_needed = to_pixels or index > lowest
+            relevance, attention[index] = _block_relevance(
+                model.blocks[index], trace.blocks[index], relevance, alpha,
+                class_token_only=index == depth - 1, input_needed=input_needed,
+            )
+            if input_needed:
+                totals[f"block{index}"] = per_sample_sum(relevance)
         if not to_pixels:
             return ViTRelevance(pixels=None, attention=attention, totals=totals)
 
@@ -310,18 +485,14 @@ def propagate(
         r_patches = r_embedded[:, 1:]
         totals["patch_tokens"] = per_sample_sum(r_patches)
 
-        proj = model.patch_embed.proj
         x = trace.pixels.detach()
-        grid = proj(x).shape[-2:]
+        grid = trace.patch_conv.shape[-2:]
         r_conv = r_patches.transpose(1, 2).reshape(b, -1, *grid)
         if low is None or high is None:
             flat = x.reshape(b, -1)
             low = flat.min(dim=1).values.view(b, 1, 1, 1)
             high = flat.max(dim=1).values.view(b, 1, 1, 1)
-        r_pixels = conv2d_zbox(
-            x, proj.weight, r_conv, low.to(x), high.to(x),
-            stride=proj.stride, padding=proj.padding, dilation=proj.dilation, groups=proj.groups,
-        )
+        r_pixels = _patch_embedding_zbox(model.patch_embed.proj, x, trace.patch_conv, r_conv, low.to(x), high.to(x))
         totals["pixels"] = per_sample_sum(r_pixels)
     return ViTRelevance(pixels=r_pixels, attention=attention, totals=totals)
 
