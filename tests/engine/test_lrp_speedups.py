@@ -15,11 +15,11 @@ from torch.nn.grad import conv2d_input
 from zennit.attribution import Gradient
 from zennit.composites import LayerMapComposite
 from zennit.core import BasicHook
-from zennit.rules import Pass
+from zennit.rules import Pass, ZBox
 from zennit.types import Activation, BatchNorm
 
 from explain.core.relevance import rules
-from explain.core.relevance.cnn import PassThrough, ZPlusWSquare, cnn_relevance, make_composite
+from explain.core.relevance.cnn import PassThrough, ZBoxConv2d, ZPlusWSquare, cnn_relevance, make_composite
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -199,3 +199,23 @@ def test_cnn_relevance_of_an_inplace_relu_net_equals_the_out_of_place_one():
     a, _ = cnn_relevance(small_net(inplace=True), x, rule, low=LOW, high=HIGH)
     b, _ = cnn_relevance(small_net(inplace=False), x, rule, low=LOW, high=HIGH)
     assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+@pytest.mark.parametrize("bounds_batch", [1, 2])
+def test_zbox_rule_equals_zennits_and_back_projects_once(groups, bounds_batch):
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 6, 5, stride=2, padding=2, groups=groups), nn.Flatten()).double().eval()
+    net.requires_grad_(False)
+    x = torch.randn(2, 3, 12, 12, dtype=torch.float64)
+    low = LOW.double().expand(bounds_batch, 3, 12, 12)
+    high = HIGH.double().expand(bounds_batch, 3, 12, 12)
+    theirs = [(nn.Conv2d, ZBox(low=low, high=high, stabilizer=1e-6, zero_params=["bias"]))]
+    ours = [(nn.Conv2d, ZBoxConv2d(low=low, high=high, stabilizer=1e-6))]
+    (_, backward_zennit), expected = convolutions_run(lambda: relevance_with(net, theirs, x))
+    (_, backward_ours), got = convolutions_run(lambda: relevance_with(net, ours, x))
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
+    # zennit: the plain gradient and one back-projection per term; here the three terms go
+    # through one transposed convolution with stacked weights (grouped: one each)
+    assert backward_zennit == 4
+    assert backward_ours == (1 if groups == 1 else 3)

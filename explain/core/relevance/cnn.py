@@ -44,6 +44,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.grad import conv2d_input
 from zennit.attribution import Gradient
 from zennit.core import Hook, RemovableHandle, RemovableHandleList
 from zennit.canonizers import AttributeCanonizer, MergeBatchNorm
@@ -143,6 +144,53 @@ class ZPlusWSquare(AutogradRule):
             x, module.weight.detach(), relevance,
             stride=module.stride, padding=module.padding, dilation=module.dilation, groups=module.groups,
         )
+
+
+class ZBoxConv2d(AutogradRule):
+    """zennit's ``ZBox`` for a 2-D convolution with biases left out, as an :class:`AutogradRule`.
+
+    The same formula (Montavon et al., Pattern Recognition 2017) with zennit's stabiliser
+    ``stab(z) = z + ε (sign z + [z = 0])``:
+
+    ``z_j = Σ_i x_i w_ij − l_i w⁺_ij − h_i w⁻_ij``, ``s_j = R_j / stab(z_j)``,
+    ``R_i = x_i Σ_j w_ij s_j − (l_i Σ_j w⁺_ij s_j + h_i Σ_j w⁻_ij s_j)``.
+
+    ``low``/``high`` (``l``, ``h``) broadcast to the input ``B×C×H×W``; bounds with a batch of
+    one (the same for every image) are convolved once for the whole batch. The three
+    back-projections are one transposed convolution with the weights ``[w, w⁺, w⁻]`` stacked
+    along the input channels: it costs about as much as one of them on a 3-channel image.
+    """
+
+    def __init__(self, low: Tensor, high: Tensor, stabilizer: float = 1e-6):
+        super().__init__()
+        self.low, self.high, self.stabilizer = low, high, stabilizer
+
+    def _bound(self, bound: Tensor, x: Tensor) -> Tensor:
+        bound = torch.as_tensor(bound).to(x)
+        if bound.dim() == 4 and bound.shape[0] > x.shape[0]:
+            bound = bound[:x.shape[0]]      # as zennit's expand(..., cut_batch_dim=True)
+        batch = bound.shape[0] if bound.dim() == 4 else 1
+        return bound.expand(batch, *x.shape[1:])
+
+    def relevance(self, module, x, relevance):
+        if not isinstance(self.stabilizer, (int, float)):
+            raise TypeError(f"ZBoxConv2d needs a number as stabilizer, not {type(self.stabilizer).__name__}")
+        weight = module.weight.detach()
+        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
+        low, high = self._bound(self.low, x), self._bound(self.high, x)
+        args = (module.stride, module.padding, module.dilation, module.groups)
+        conv = lambda inp, w: nn.functional.conv2d(inp, w, None, *args)  # noqa: E731
+        z = conv(x, weight) - (conv(low, w_pos) + conv(high, w_neg))
+        s = relevance / (z + (z.sign() + (z == 0).to(z)) * self.stabilizer)
+        if module.groups == 1:
+            stacked = torch.cat([weight, w_pos, w_neg], dim=1)
+            g, g_pos, g_neg = conv2d_input((x.shape[0], 3 * x.shape[1], *x.shape[2:]), stacked, s, *args).chunk(3, dim=1)
+        else:
+            g, g_pos, g_neg = (conv2d_input(x.shape, w, s, *args) for w in (weight, w_pos, w_neg))
+        return x * g - (low * g_pos + high * g_neg)
+
+    def copy(self) -> "ZBoxConv2d":
+        return ZBoxConv2d(self.low, self.high, self.stabilizer)
 
 
 class PassThrough(AutogradRule):
@@ -272,7 +320,8 @@ def make_composite(
 ):
     """The zennit composite ``name`` (one of :data:`COMPOSITES`) with fresh canonizers.
 
-    ``low``/``high`` are the input bounds for z^B, shaped like the input batch. With
+    ``low``/``high`` are the input bounds for z^B, ``B×C×H×W`` like the input batch or ``1×C×H×W``
+    for bounds shared by every image (convolved once for the batch). With
     ``ignore_bias`` every rule leaves the biases out (zennit's ``zero_params=["bias"]``), so no
     relevance is absorbed by them and the input relevance sums to the explained logit.
     ``stabilizer`` is added (with the sign) to the denominators of the other rules (zennit's
@@ -291,6 +340,8 @@ def make_composite(
     ]
     if name == "epsilon_plus_box":
         first_map = [(Convolution, ZBox(low=low, high=high, stabilizer=stabilizer, zero_params=zero))]
+        if ignore_bias:
+            first_map.insert(0, (nn.Conv2d, ZBoxConv2d(low=low, high=high, stabilizer=stabilizer)))
     elif name == "epsilon_plus_flat":
         first_map = [(Linear, Flat(stabilizer=stabilizer, zero_params=zero))]
     else:
@@ -325,8 +376,9 @@ def cnn_relevance(
     The logits are those of the canonized model, equal to the original's up to float rounding.
     """
     x = inputs.detach().clone().requires_grad_(True)
-    low = (low.to(x) + torch.zeros_like(x)).detach()
-    high = (high.to(x) + torch.zeros_like(x)).detach()
+    # one image's worth of bounds: they are the same for every image of the batch
+    low = (low.to(x) + torch.zeros_like(x[:1])).detach()
+    high = (high.to(x) + torch.zeros_like(x[:1])).detach()
     rules = make_composite(composite, low, high, epsilon, ignore_bias, stabilizer)
     with HookSession(model) as session:
         session.freeze_parameters()
