@@ -16,6 +16,7 @@ from timm.models.vision_transformer import VisionTransformer
 from explain.core.relevance import rules
 from explain.core.relevance.vit import (
     ZPLUS_TRUST,
+    _divide,
     _patch_embedding_zbox,
     linear_zplus,
     propagate,
@@ -225,3 +226,18 @@ def test_overlapping_patch_embedding_goes_to_the_convolution_rule():
     ours = _patch_embedding_zbox(conv, x, conv_out, relevance, low, high)
     expected = rules.conv2d_zbox(x, conv.weight.detach(), relevance, low, high, stride=2, padding=1)
     close(ours, expected, 1e-14)
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-9, 0.25])
+def test_lean_division_gives_the_numbers_of_safe_divide(eps):
+    torch.manual_seed(8)
+    denominator = torch.randn(4, 6)
+    denominator[0, :3] = 0.0
+    denominator[1, :2] = -0.0
+    numerator = torch.randn(4, 6)
+    ours = _divide(numerator, denominator, eps)
+    expected = rules.safe_divide(numerator, denominator, eps)
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(expected))
+    finite = torch.isfinite(expected)
+    assert torch.equal(ours[finite], expected[finite])
+    assert bool((ours[:2, :2] == 0).all())

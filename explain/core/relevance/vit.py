@@ -45,12 +45,12 @@ import torch
 from torch import Tensor, nn
 
 from explain.core.hooks import HookSession
+from explain.core.relevance import rules
 from explain.core.relevance.rules import (
     add_normalized,
     conv2d_zbox,
     linear_alpha_beta,
     per_sample_sum,
-    safe_divide,
 )
 
 try:  # timm is a runtime dependency; keep the import failure readable
@@ -275,20 +275,37 @@ def linear_zplus(x: Tensor, weight: Tensor, bias: Tensor | None, output: Tensor,
     """
     w_abs = weight.abs()
     x_abs = x.abs()
-    magnitude = x_abs @ w_abs.T                                   # Σ_i |x_i||w_ij|
-    z = output if bias is None else output - bias
-    z_plus = (magnitude + z) * 0.5
-    scale = magnitude if bias is None else magnitude + bias.abs()
-    doubtful = (z_plus < ZPLUS_TRUST * scale).reshape(-1, weight.shape[0]).any(dim=0)
+    # in place where the tensors are large (fc1: B×N×4D): 2z⁺ = Σ_i |x_i||w_ij| + z_j
+    twice = x_abs @ w_abs.T
+    limit = 2 * ZPLUS_TRUST
+    threshold = twice * limit if bias is None else torch.add(bias.abs() * limit, twice, alpha=limit)
+    twice += output
+    if bias is not None:
+        twice -= bias
+    doubtful = (twice < threshold).reshape(-1, weight.shape[0]).any(dim=0)
+    del threshold
     fixed = None
     if bool(doubtful.any()):
         columns = doubtful.nonzero().squeeze(1)
         fixed = linear_alpha_beta(x, weight[columns], relevance[..., columns], 1.0)
         relevance = relevance.clone()
         relevance[..., columns] = 0      # their share is in ``fixed``
-    s = safe_divide(relevance, z_plus)
-    result = (x * (s @ weight) + x_abs * (s @ w_abs)) * 0.5
+    # R / (2z⁺ ± 2ε) is half of R / (z⁺ ± ε), the stabilised share of rules.safe_divide: the ½ of
+    # the back-projection is folded in
+    s = _divide(relevance, twice, 2 * rules.STABILIZER)
+    result = x * (s @ weight)
+    result.addcmul_(x_abs, s @ w_abs)
     return result if fixed is None else result + fixed
+
+
+def _divide(numerator: Tensor, denominator: Tensor, eps: float) -> Tensor:
+    """:func:`explain.core.relevance.rules.safe_divide` with ``eps`` given, in fewer passes over memory.
+
+    ``numerator / (denominator + eps·sign(denominator))``, and 0 where the denominator is 0; the
+    same numbers (``eps·(±1)`` is exact), in 5 elementwise passes instead of 8.
+    """
+    quotient = numerator / torch.add(denominator, denominator.sign(), alpha=eps)
+    return quotient.masked_fill_(denominator == 0, 0)
 
 
 def _linear(layer: nn.Linear, x: Tensor, output: Tensor, relevance: Tensor, alpha: float) -> Tensor:
@@ -342,7 +359,7 @@ def _block_relevance(
     q, k, v = rec.qkv.reshape(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)   # each B×h×N×d
 
     # A @ V, z-rule halved on each operand (rules.matmul_z); the product is the recorded proj input
-    s = safe_divide(r_attn_out, _heads(attn_out, heads))
+    s = _divide(r_attn_out, _heads(attn_out, heads), rules.STABILIZER)
     r_scores = attn * (s @ v.transpose(-1, -2)) / 2                           # B×h×n×N
     if class_token_only:
         r_attn = r_scores.new_zeros(b, heads, n, n)
@@ -355,7 +372,7 @@ def _block_relevance(
 
     # softmax passes relevance unchanged; Q Kᵀ is bilinear like A V (the 1/√d scale cancels)
     q_rows = q[:, :, rows]
-    s = safe_divide(r_scores, q_rows @ k.transpose(-1, -2))
+    s = _divide(r_scores, q_rows @ k.transpose(-1, -2), rules.STABILIZER)
     r_q_rows = q_rows * (s @ k) / 2
     r_k = k * (s.transpose(-1, -2) @ q_rows) / 2
     r_q = r_q_rows if not class_token_only else torch.cat([r_q_rows, r_q_rows.new_zeros(b, heads, n - 1, r_q_rows.shape[-1])], dim=2)
@@ -415,7 +432,7 @@ def _patch_embedding_zbox(proj: nn.Conv2d, x: Tensor, conv_out: Tensor, relevanc
         else:
             per_channel = to_patches(bound.expand_as(x))
         z = z - per_channel @ w.T
-    s = safe_divide(relevance.flatten(2).transpose(1, 2), z)                     # B×g·g×D
+    s = _divide(relevance.flatten(2).transpose(1, 2), z, rules.STABILIZER)                     # B×g·g×D
     x_patches = to_patches(x)
     low_patches = to_patches(low.expand_as(x))
     high_patches = to_patches(high.expand_as(x))
