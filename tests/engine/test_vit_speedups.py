@@ -151,6 +151,21 @@ def test_propagation_equals_the_plain_rules(alpha, init_values):
         close(ours, expected)
 
 
+def test_a_layernorm_before_proj_is_propagated_through_as_before():
+    """timm's ``scale_attn_norm``/``scale_mlp_norm`` put a LayerNorm between ``A @ V`` and ``proj``
+    (and between GELU and ``fc2``): the ``A @ V`` rule then recomputes the product instead of
+    reading it from ``proj``'s input."""
+    model = tiny_vit(seed=9, depth=2, scale_attn_norm=True, scale_mlp_norm=True)
+    trace = trace_vit(model, torch.rand(2, 3, 32, 32, dtype=torch.float64))
+    relevance = logit_relevance(trace.logits.detach(), torch.tensor([2, 5]))
+    low, high = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    result = propagate(trace, relevance, low=low, high=high)
+    pixels, attention = plain_propagate(trace, relevance, low, high)
+    close(result.pixels, pixels)
+    for ours, expected in zip(result.attention, attention):
+        close(ours, expected)
+
+
 def test_the_last_block_spreads_relevance_from_the_class_token_only():
     """The head reads the class token only, so the last block's attention relevance is zero outside
     row 0, and the shortcut that computes row 0 alone gives the full rule's matrix."""

@@ -358,8 +358,13 @@ def _block_relevance(
     attn = rec.attn[:, :, rows]                                                # B×h×n×N
     q, k, v = rec.qkv.reshape(b, n, 3, heads, dim // heads).permute(2, 0, 3, 1, 4)   # each B×h×N×d
 
-    # A @ V, z-rule halved on each operand (rules.matmul_z); the product is the recorded proj input
-    s = _divide(r_attn_out, _heads(attn_out, heads), rules.STABILIZER)
+    # A @ V, z-rule halved on each operand (rules.matmul_z); the product is the recorded proj
+    # input unless a LayerNorm sits between them (timm's scale_attn_norm)
+    if isinstance(getattr(block.attn, "norm", nn.Identity()), nn.Identity):
+        product = _heads(attn_out, heads)
+    else:
+        product = attn @ v
+    s = _divide(r_attn_out, product, rules.STABILIZER)
     r_scores = attn * (s @ v.transpose(-1, -2)) / 2                           # B×h×n×N
     if class_token_only:
         r_attn = r_scores.new_zeros(b, heads, n, n)
@@ -375,7 +380,10 @@ def _block_relevance(
     s = _divide(r_scores, q_rows @ k.transpose(-1, -2), rules.STABILIZER)
     r_q_rows = q_rows * (s @ k) / 2
     r_k = k * (s.transpose(-1, -2) @ q_rows) / 2
-    r_q = r_q_rows if not class_token_only else torch.cat([r_q_rows, r_q_rows.new_zeros(b, heads, n - 1, r_q_rows.shape[-1])], dim=2)
+    if class_token_only:
+        r_q = torch.cat([r_q_rows, r_q_rows.new_zeros(b, heads, n - 1, r_q_rows.shape[-1])], dim=2)
+    else:
+        r_q = r_q_rows
     r_qkv = torch.stack([r_q, r_k, r_v]).permute(1, 3, 0, 2, 4).reshape(b, n, 3 * dim)    # B×N×3D
     r_qkv = _linear(block.attn.qkv, rec.normed1, rec.qkv, r_qkv, alpha)
     if class_token_only:
