@@ -79,10 +79,12 @@ def test_rule_equals_the_full_formula(name, signed):
     assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
     # relevance goes to the w² rule at dead units, so the total is kept up to ε's share
     assert torch.allclose(rules.per_sample_sum(got), rules.per_sample_sum(r), rtol=1e-6)
-    # x⁻ terms (one forward and one backward convolution) run only for signed inputs, and the
-    # w² part (one of each) because some units have no positive contribution
-    assert forward == (2 if signed else 1) + 1
-    assert backward == (2 if signed else 1) + 1
+    # x⁻ terms run only for signed inputs (as extra input channels of the same convolution
+    # unless it is grouped), and the w² part (one forward, one backward) because some units
+    # have no positive contribution
+    z_plus_convolutions = 2 if signed and kwargs.get("groups", 1) > 1 else 1
+    assert forward == z_plus_convolutions + 1
+    assert backward == z_plus_convolutions + 1
 
 
 def test_fallback_is_skipped_when_no_unit_is_dead():

@@ -147,21 +147,35 @@ def conv2d_zplus_wsquare(
     relevance = relevance.contiguous()
     x = x.contiguous()
     w_pos = weight.clamp(min=0)
+    channels = x.shape[1]
     signed = bool(x.amin() < 0)
-    if signed:
+    if not signed:
+        # x⁻ = 0: conv(x⁻, w⁻) and x⁻ · back(w⁻, s) are exact zeros, and x⁺ = x.
+        inputs, weights = x, w_pos
+    elif groups == 1:
+        # [x⁺, x⁻] convolved with [w⁺, w⁻] stacked along the input channels is the same sum
+        # conv(x⁺, w⁺) + conv(x⁻, w⁻) as one convolution (one larger matrix product, about
+        # twice as fast on the narrow inputs of inverted residual blocks); its back-projection
+        # gives back(w⁺, s) and back(w⁻, s) as the two halves of the channels.
+        inputs = torch.cat([x.clamp(min=0), x.clamp(max=0)], dim=1)
+        weights = torch.cat([w_pos, weight.clamp(max=0)], dim=1)
+    else:
+        inputs = weights = None
+    if inputs is not None:
+        z_plus = torch.nn.functional.conv2d(inputs, weights, None, stride, padding, dilation, groups)
+    else:
         x_pos, x_neg, w_neg = x.clamp(min=0), x.clamp(max=0), weight.clamp(max=0)
         z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
-    else:
-        # x⁻ = 0: conv(x⁻, w⁻) and x⁻ · back(w⁻, s) are exact zeros, and x⁺ = x.
-        x_pos = x
-        z_plus = conv(x, w_pos)
     # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0. The
     # division gives inf/NaN only at dead units, which the fill overwrites with 0.
     dead = z_plus <= 0
     s = (relevance / z_plus).masked_fill_(dead, 0.0)
-    result = back(w_pos, s).mul_(x_pos)
-    if signed:
-        result.add_(back(w_neg, s).mul_(x_neg))
+    if inputs is not None:
+        result = conv2d_input(inputs.shape, weights, s, stride, padding, dilation, groups).mul_(inputs)
+        if signed:
+            result = result[:, :channels] + result[:, channels:]
+    else:
+        result = back(w_pos, s).mul_(x_pos).add_(back(w_neg, s).mul_(x_neg))
     dead_relevance = torch.where(dead, relevance, 0.0)
     if not bool(dead_relevance.any()):
         # every t_j is 0, so the w² back-projection would add exact zeros
