@@ -75,7 +75,8 @@ class LRP(OwnForwardMethod):
     def maps_and_logits(self, classifier, inputs, targets, params):
         low, high = input_bounds(classifier, inputs)
         if classifier.family == "vit":
-            trace = trace_vit(classifier.module, inputs)
+            # the ViT rules are applied explicitly (no autograd): no graph to build
+            trace = trace_vit(classifier.module, inputs, with_grad=False)
             logits = trace.logits.detach()
             targets = top1_if_none(logits, targets)
             relevance = propagate(trace, target_logit_relevance(logits, targets), low=low, high=high).pixels
