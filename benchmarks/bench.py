@@ -79,14 +79,13 @@ PASS_KINDS = {
     "fwd_attn": "fwd+attn",          # ViT forward, no gradient, attention maps materialised (no fused kernel)
     "fwdbwd_attn": "fwdbwd→attn",    # that forward with a graph, then backward to every block's attention map
     "bwd_attn": "bwd→attn",          # that backward alone
-    "bwd_attn_last": "bwd→attn[-1]",  # backward alone, from the target logit to the last block's attention map
 }
 #: Kinds that are one pass per explained image: a batch of ``B`` images holds ``B`` of them
 #: whatever the count (two back-projections of one image are not a batch of two).
 PER_IMAGE = frozenset(PASS_KINDS) - {"fwd", "fwdbwd"}
 #: The LRP rules need the attention probabilities, so on a ViT the gradient kinds toward the
 #: input run with them materialised too.
-ATTENTION_KINDS = frozenset({"fwd_attn", "fwdbwd_attn", "bwd_attn", "bwd_attn_last"})
+ATTENTION_KINDS = frozenset({"fwd_attn", "fwdbwd_attn", "bwd_attn"})
 
 
 def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple[str, int, float]] | None:
@@ -114,10 +113,10 @@ def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple
       ``R = (x ⊙ s Wᵀ + |x| ⊙ s |W|ᵀ) / 2`` two back-projections (two backward passes). The z-rule
       at ``A V`` and ``Q Kᵀ`` is one back-projection, like the gradient. Attention maps are
       materialised throughout, since the rules need them.
-    - ``partial_lrp``: ``1×fwd+attn + 2×bwd→attn[-1]``. One forward pass (it gives the prediction
-      and every tensor the rules need) and the α1β0 relevance from the logit through the head
-      and the last block's MLP and projection to its attention map: two back-projections of that
-      stretch (see ``lrp``); the rest of the model is not propagated through.
+    - ``partial_lrp``: ``1×fwd+attn``. One forward pass (it gives the prediction and every tensor
+      the rules need); the α1β0 relevance from the logit through the head and the last block's
+      MLP and projection to its attention map is needed for the class token's row only (the only
+      token the head reads), a few vector–matrix products per layer, not counted.
     - ``transformer_attribution``: ``1×fwdbwd→attn + 1×fwd+attn + 2×bwd→attn``. One forward pass
       with a graph and one backward pass to every block's attention map give ``A_b`` and ``∇A_b``;
       the LRP relevance ``R_b`` at the attention maps down to ``start_block`` costs the
@@ -139,7 +138,7 @@ def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple
             return [("fwdbwd_input", s, 1), ("fwd_attn", s, 1), ("bwd_input", s, 1)]
         return [("fwdbwd_input", s, 1), ("fwd", s, 1)]
     if key == "partial_lrp":
-        return [("fwd_attn", s, 1), ("bwd_attn_last", s, 2)]
+        return [("fwd_attn", s, 1)]
     if key == "transformer_attribution":
         depth = len(classifier.module.blocks)
         share = (depth - int(params.get("start_block", 0))) / depth
@@ -246,7 +245,7 @@ def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets
             _sync(xb.device)
             if backward_only:
                 start = time.perf_counter()
-            wrt = [pixels] if to_input else (maps[-1:] if kind == "bwd_attn_last" else maps)
+            wrt = [pixels] if to_input else maps
             torch.autograd.grad(score, wrt)
         _sync(xb.device)
         return time.perf_counter() - start
