@@ -121,6 +121,12 @@ class AutogradRule(Hook):
         x = self.stored_tensors.pop("input", None)
         if x is None:
             return None
+        if not isinstance(output, Tensor):
+            # the input was detached: without a tensor to carry the rule, the relevance path would be cut
+            raise TypeError(
+                f"{type(self).__name__} needs a module returning one tensor; {type(module).__name__} returned "
+                f"{type(output).__name__}: map this module type to another rule in the composite"
+            )
         return _RuleOutput.apply(self, module, x, output.detach())
 
     def relevance(self, module: nn.Module, x: Tensor | None, relevance: Tensor) -> Tensor:

@@ -138,7 +138,9 @@ def conv2d_zplus_wsquare(
     Work is skipped only where it is exactly zero, so the result is the formula above:
     inputs with no negative entry (every input after a ReLU) have ``x⁻ = 0``, so both ``x⁻``
     terms are left out; the w² back-projection runs only when some unit has ``z⁺_j = 0`` and
-    ``R_j ≠ 0`` (otherwise every ``t_j`` is 0).
+    ``R_j ≠ 0`` (otherwise every ``t_j`` is 0). Signed inputs of an ungrouped convolution take
+    both z⁺ terms in one convolution over twice the channels: the same sums, in another order
+    (float rounding only).
     """
     conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
     back = lambda w, s: conv2d_input(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
