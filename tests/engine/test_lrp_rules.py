@@ -123,3 +123,20 @@ def test_safe_divide_zeroes_zero_denominators():
     out = rules.safe_divide(torch.tensor([1.0, 1.0, -2.0]), torch.tensor([0.0, 2.0, -4.0]))
     assert out[0] == 0
     assert torch.allclose(out[1:], torch.tensor([0.5, 0.5]))
+
+
+@pytest.mark.parametrize("eps", [0.0, 1e-9, 0.25])
+def test_safe_divide_gives_the_numbers_of_the_where_formula(eps):
+    torch.manual_seed(8)
+    denominator = torch.randn(4, 6)
+    denominator[0, :3] = 0.0
+    denominator[1, :2] = -0.0
+    numerator = torch.randn(4, 6)
+    ours = rules.safe_divide(numerator, denominator, eps)
+    # the definition written out: ± eps with the denominator's sign, 0 where it is 0
+    sign = torch.where(denominator >= 0, 1.0, -1.0)
+    expected = torch.where(denominator == 0, torch.zeros_like(numerator), numerator / (denominator + eps * sign))
+    assert torch.equal(torch.isfinite(ours), torch.isfinite(expected))
+    finite = torch.isfinite(expected)
+    assert torch.equal(ours[finite], expected[finite])
+    assert bool((ours[:2, :2] == 0).all())

@@ -28,9 +28,10 @@ def safe_divide(numerator: Tensor, denominator: Tensor, eps: float | None = None
     α1β0 rule); their relevance has nowhere to go and is dropped rather than turned into NaN.
     """
     eps = STABILIZER if eps is None else eps
-    sign = torch.where(denominator >= 0, 1.0, -1.0).to(denominator.dtype)
-    stabilized = denominator + eps * sign
-    return torch.where(denominator == 0, torch.zeros_like(numerator), numerator / stabilized)
+    # sign(0) = 0 leaves zero denominators zero; their inf/NaN quotients are overwritten below.
+    # Five passes over memory (the relevance rules divide full activation tensors).
+    quotient = numerator / torch.add(denominator, denominator.sign(), alpha=eps)
+    return quotient.masked_fill_(denominator == 0, 0)
 
 
 def per_sample_sum(x: Tensor) -> Tensor:
@@ -187,9 +188,7 @@ def conv2d_zplus_wsquare(
     # values: one image of ones gives it for the whole batch (padding taps hold no input).
     ones = torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
     in_bounds = conv(ones, squared)
-    # in_bounds ≥ 0, so safe_divide's stabiliser is +ε, and 0 where no tap sees an input
-    scale = torch.where(in_bounds > 0, in_bounds + STABILIZER, torch.inf)
-    return result.add_(back(squared, dead_relevance / scale))
+    return result.add_(back(squared, safe_divide(dead_relevance, in_bounds)))
 
 
 def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
