@@ -11,30 +11,22 @@ from __future__ import annotations
 
 import pytest
 import torch
-from timm.models.vision_transformer import VisionTransformer
 
 from explain.core.relevance import rules
 from explain.core.relevance.vit import (
     ZPLUS_TRUST,
-    _divide,
     _patch_embedding_zbox,
     linear_zplus,
     propagate,
     trace_vit,
 )
 
+from .test_vit_relevance import tiny_vit as relevance_tiny_vit
 
-def tiny_vit(seed=0, depth=3, init_values=None, **kwargs):
-    torch.manual_seed(seed)
-    config = dict(img_size=32, patch_size=8, embed_dim=32, depth=depth, num_heads=4, num_classes=10,
-                  qkv_bias=True, init_values=init_values)
-    config.update(kwargs)
-    model = VisionTransformer(**config).eval()
-    with torch.no_grad():   # timm initialises biases to zero: give them weight so the bias handling is tested
-        for name, p in model.named_parameters():
-            if name.endswith("bias") or "embed" in name or "token" in name:
-                p.normal_(0, 0.5)
-    return model.double()
+
+def tiny_vit(seed=0, **kwargs):
+    """The relevance tests' tiny ViT (biases given weight) in float64."""
+    return relevance_tiny_vit(seed, **kwargs).double()
 
 
 # -- the plain composition of the rules (no shortcut) -----------------------------------------
@@ -241,18 +233,3 @@ def test_overlapping_patch_embedding_goes_to_the_convolution_rule():
     ours = _patch_embedding_zbox(conv, x, conv_out, relevance, low, high)
     expected = rules.conv2d_zbox(x, conv.weight.detach(), relevance, low, high, stride=2, padding=1)
     close(ours, expected, 1e-14)
-
-
-@pytest.mark.parametrize("eps", [0.0, 1e-9, 0.25])
-def test_lean_division_gives_the_numbers_of_safe_divide(eps):
-    torch.manual_seed(8)
-    denominator = torch.randn(4, 6)
-    denominator[0, :3] = 0.0
-    denominator[1, :2] = -0.0
-    numerator = torch.randn(4, 6)
-    ours = _divide(numerator, denominator, eps)
-    expected = rules.safe_divide(numerator, denominator, eps)
-    assert torch.equal(torch.isfinite(ours), torch.isfinite(expected))
-    finite = torch.isfinite(expected)
-    assert torch.equal(ours[finite], expected[finite])
-    assert bool((ours[:2, :2] == 0).all())
