@@ -187,24 +187,24 @@ def _channels(classifier, layer, x) -> int:
 
 @contextlib.contextmanager
 def _attention_maps(module, keep: bool):
-    """ViT forward passes with explicit ``softmax(QKᵀ/√d)`` (timm's ``fused_attn`` off), the maps
-    collected in a list (attached to the graph) when ``keep``; flags and hooks restored on exit."""
+    """ViT forward passes with explicit ``softmax(QKᵀ/√d)`` (timm's ``fused_attn`` off, as the
+    relevance trace runs them), the maps collected in a list (attached to the graph) when
+    ``keep``; flags and hooks restored on exit."""
     from timm.layers import Attention
 
-    attns = [m for m in module.modules() if isinstance(m, Attention)]
-    saved = [m.fused_attn for m in attns]
+    from explain.core.relevance.vit import unfused_attention
+
     maps, handles = [], []
-    try:
-        for m in attns:
-            m.fused_attn = False
+    with unfused_attention(module):
+        try:
             if keep:
-                handles.append(m.attn_drop.register_forward_hook(lambda mod, args, out: maps.append(out)))
-        yield maps
-    finally:
-        for h in handles:
-            h.remove()
-        for m, flag in zip(attns, saved):
-            m.fused_attn = flag
+                for m in module.modules():
+                    if isinstance(m, Attention):
+                        handles.append(m.attn_drop.register_forward_hook(lambda mod, args, out: maps.append(out)))
+            yield maps
+        finally:
+            for h in handles:
+                h.remove()
 
 
 def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets: torch.Tensor) -> float:
