@@ -23,14 +23,18 @@ def norm(x: Tensor) -> Tensor:
     return out.view_as(x)
 
 
+def as_plane(size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(h, w)`` from an ``(h, w)`` pair, or ``(size, size)`` for an int (a square)."""
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def upsample(x: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> Tensor:
     """Resize maps ``…×h×w`` to ``size`` (half-pixel centres, ``align_corners=False``).
 
     Accepts 2-D, 3-D and 4-D tensors and returns the same number of dimensions.
     """
-    if isinstance(size, int):
-        size = (size, size)
-    if tuple(x.shape[-2:]) == tuple(size):
+    size = as_plane(size)
+    if tuple(x.shape[-2:]) == size:
         return x
     lead = x.shape[:-2]
     y = x.reshape(-1, 1, *x.shape[-2:])
@@ -40,9 +44,8 @@ def upsample(x: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> 
 
 def resize_images(x: Tensor, size: int | tuple[int, int], mode: str = "bilinear") -> Tensor:
     """A batch ``B×C×H×W`` resized to ``size`` (``h×w``, or ``size×size`` for an int)."""
-    if isinstance(size, int):
-        size = (size, size)
-    if tuple(x.shape[-2:]) == tuple(size):
+    size = as_plane(size)
+    if tuple(x.shape[-2:]) == size:
         return x
     return F.interpolate(x, size=size, mode=mode, align_corners=False)
 

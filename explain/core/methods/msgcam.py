@@ -9,7 +9,7 @@ from torch import Tensor
 from explain.core.handle import Classifier
 from explain.core.methods.base import LAYER_PARAM, Method, Param, activations_and_gradients, batch_size_param
 from explain.core.methods.groupcam import GROUP_PARAMS, group_sum, perturbation_weighted_map
-from explain.core.ops import chunks, resize_images, scaled_sizes, upsample, upsampled_mean_weights
+from explain.core.ops import as_plane, chunks, resize_images, scaled_sizes, upsample, upsampled_mean_weights
 from explain.core.registry import register_method
 
 
@@ -35,7 +35,7 @@ def multiscale_captures(
     targets = targets.to(inputs.device)
     base = int(inputs.shape[-1]) * int(inputs.shape[-2])
     for size in sizes:
-        h, w = (size, size) if isinstance(size, int) else size
+        h, w = as_plane(size)
         per = max(1, (batch_size * base) // (h * w))
         parts = []
         for sl in chunks(inputs.shape[0], per):

@@ -9,12 +9,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from explain.core.methods.base import Method, Param, batch_size_param, cpu_channels_last
-from explain.core.ops import chunks
+from explain.core.ops import as_plane, chunks
 from explain.core.registry import register_method
-
-
-def _plane(size: int | tuple[int, int]) -> tuple[int, int]:
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def rise_grids(count: int, cells: int, p: float, size: int | tuple[int, int], generator: torch.Generator | None):
@@ -24,7 +20,7 @@ def rise_grids(count: int, cells: int, p: float, size: int | tuple[int, int], ge
     below that axis's cell size ``⌈H/s⌉``, ``⌈W/s⌉``. Drawn on the CPU from ``generator`` so a
     seed gives the same masks on any device.
     """
-    h, w = _plane(size)
+    h, w = as_plane(size)
     grids = (torch.rand(count, 1, cells, cells, generator=generator) < p).float()
     cell_h, cell_w = math.ceil(h / cells), math.ceil(w / cells)
     if cell_h == cell_w:
@@ -38,7 +34,7 @@ def rise_grids(count: int, cells: int, p: float, size: int | tuple[int, int], ge
 def rise_masks(grids: Tensor, shifts: Tensor, size: int | tuple[int, int]) -> Tensor:
     """Soft masks ``n×H×W``: grids upsampled bilinearly to ``(s+1)·⌈H/s⌉ × (s+1)·⌈W/s⌉``,
     cropped at the shifts."""
-    h, w = _plane(size)
+    h, w = as_plane(size)
     cells = grids.shape[-1]
     big = ((cells + 1) * math.ceil(h / cells), (cells + 1) * math.ceil(w / cells))
     up = F.interpolate(grids, size=big, mode="bilinear", align_corners=False)[:, 0]   # n×big_h×big_w
