@@ -41,8 +41,17 @@ class HookSession(contextlib.AbstractContextManager):
         self._grad_mode: contextlib.AbstractContextManager | None = None
 
     def __enter__(self) -> "HookSession":
-        self._training = [(m, m.training) for m in self.model.modules()]
-        self._params = [(p, p.requires_grad, p.grad) for p in self.model.parameters()]
+        # One walk over the modules for both snapshots (``parameters()`` would walk them again);
+        # a parameter shared by two modules is listed once, as ``parameters()`` does.
+        modules = list(self.model.modules())
+        self._training = [(m, m.training) for m in modules]
+        seen: set[int] = set()
+        self._params = []
+        for module in modules:
+            for param in module._parameters.values():
+                if param is not None and id(param) not in seen:
+                    seen.add(id(param))
+                    self._params.append((param, param.requires_grad, param.grad))
         if self._enable_grad:
             self._grad_mode = torch.enable_grad()
             self._grad_mode.__enter__()
@@ -52,11 +61,16 @@ class HookSession(contextlib.AbstractContextManager):
         try:
             self.remove_hooks()
         finally:
+            # Writes only where something changed: nn.Module.__setattr__ and the .grad setter
+            # cost more than the comparison, and a session runs on every explanation.
             for module, flag in self._training:
-                module.training = flag
+                if module.training is not flag:
+                    module.training = flag
             for param, requires_grad, grad in self._params:
-                param.requires_grad_(requires_grad)
-                param.grad = grad
+                if param.requires_grad is not requires_grad:
+                    param.requires_grad_(requires_grad)
+                if param.grad is not grad:
+                    param.grad = grad
             self._training, self._params = [], []
             if self._grad_mode is not None:
                 self._grad_mode.__exit__(None, None, None)
@@ -75,7 +89,7 @@ class HookSession(contextlib.AbstractContextManager):
 
     def freeze_parameters(self) -> None:
         """Turn off ``requires_grad`` for every parameter (restored on exit)."""
-        for param in self.model.parameters():
+        for param, _, _ in self._params:
             param.requires_grad_(False)
 
     def remove_hooks(self) -> None:

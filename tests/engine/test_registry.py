@@ -95,6 +95,32 @@ def test_hook_session_restores_state_and_propagates_errors(cnn):
         module(torch.randn(1, 3, 32, 32))
 
 
+def test_hook_session_restores_mixed_state_and_shared_parameters():
+    # Mixed flags, a parameter shared by two modules, gradients present and absent: all come
+    # back as they were, each parameter once, whatever happened inside.
+    torch.manual_seed(0)
+    first, second = torch.nn.Linear(3, 3), torch.nn.Linear(3, 3)
+    second.weight = first.weight
+    model = torch.nn.Sequential(first, torch.nn.ReLU(), second, torch.nn.Dropout())
+    model.eval()
+    model[3].train()
+    first.bias.requires_grad_(False)
+    old_grad = torch.ones(3, 3)
+    first.weight.grad = old_grad
+    before = [(m.training) for m in model.modules()]
+    with HookSession(model) as session:
+        assert len(session._params) == len(list(model.parameters())) == 3
+        session.freeze_parameters()
+        assert not any(p.requires_grad for p in model.parameters())
+        model.train()
+        first.weight.grad = torch.zeros(3, 3)
+        second.bias.grad = torch.zeros(3)
+    assert [m.training for m in model.modules()] == before
+    assert [p.requires_grad for p in model.parameters()] == [True, False, True]
+    assert first.weight.grad is old_grad and second.weight.grad is old_grad
+    assert second.bias.grad is None
+
+
 def test_a_method_module_imported_first_loads_cleanly():
     # A fresh interpreter importing one built-in method module before anything else must not
     # trip over a half-initialised sibling (cameras imports msgcam).
