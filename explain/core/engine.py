@@ -10,6 +10,7 @@
 """
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import logging
 import platform
@@ -51,7 +52,10 @@ class Explanation:
         return [(int(i), float(v)) for i, v in zip(indices, values)]
 
 
-def library_versions() -> dict[str, str]:
+@functools.cache
+def _installed_versions() -> tuple[tuple[str, str], ...]:
+    # Read once per process: parsing the distributions' metadata costs about a millisecond, and
+    # the code this process runs does not change when a package is reinstalled under it.
     versions = {"python": platform.python_version(), "torch": torch.__version__}
     for name in ("torchvision", "timm", "zennit"):
         # the installed distribution's version: zennit has no __version__ attribute
@@ -59,7 +63,12 @@ def library_versions() -> dict[str, str]:
             versions[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             versions[name] = "absent"
-    return versions
+    return tuple(versions.items())
+
+
+def library_versions() -> dict[str, str]:
+    """Python's and the numerical libraries' versions, for provenance manifests."""
+    return dict(_installed_versions())
 
 
 def _jsonable(value: Any) -> Any:

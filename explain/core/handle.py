@@ -56,13 +56,17 @@ class Classifier:
 
     def layer(self, name: str) -> nn.Module:
         """The sub-module called ``name``; a clear error lists where to look when it is absent."""
-        modules = dict(self.module.named_modules())
-        if name not in modules or not name:
+        # A walk down the dotted path, not over every module: methods look their layer up on
+        # every call.
+        try:
+            if not name:
+                raise AttributeError(name)
+            return self.module.get_submodule(name)
+        except AttributeError:
             raise ValueError(
                 f"model {self.name!r} has no layer {name!r}; "
                 f"choose one of Classifier.hookable_layers() (e.g. {self.default_layers})"
-            )
-        return modules[name]
+            ) from None
 
     def default_layer(self, role: str) -> str:
         try:
