@@ -461,7 +461,7 @@ def main(argv=None) -> int:
     parser.add_argument("--methods", nargs="+", help="method keys (default: every method of the model's family)")
     parser.add_argument("--images", type=int, default=4, help="photos per batch")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats (the fastest counts)")
-    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], dest="batch_sizes",
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], dest="batch_sizes",
                         help="batch sizes tried for the floor")
     parser.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",
                         help="method parameter override, e.g. rise.masks=500")

@@ -146,7 +146,9 @@ def _form_fields(schema_params: list[dict], saved: dict, prefix: str = "") -> li
     fields = []
     for p in schema_params:
         value = saved.get(p["name"], p["default"])
-        if isinstance(value, list):
+        if value is None:
+            value = ""  # an empty field: the default resolved where the method runs (see its help)
+        elif isinstance(value, list):
             value = ", ".join(str(v) for v in value)
         fields.append({**p, "value": value, "input_name": prefix + p["name"],
                        "step": "1" if p["kind"] == "int" else "any"})

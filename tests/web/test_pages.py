@@ -66,17 +66,20 @@ def test_settings_form_validates_saves_and_resets(client, alice, lite0):
     form = client.get(url).content.decode()
     assert 'name="groups"' in form and 'min="1"' in form and 'max="4096"' in form
     assert '<option value="bn2" selected>bn2 (default)</option>' in form
+    # the batch size is left to the worker's device: an empty field, its help says what it becomes
+    assert 'name="batch_size" id="p-batch_size" value=""' in form and "4 on a CPU, 64 on a GPU" in form
     bad = client.post(url, {"model": lite0.pk, "method": "groupcam", "layer": "bn2", "groups": "0",
                             "percentile": "70", "blur_kernel": "51", "blur_sigma": "50", "batch_size": "64"})
     assert bad.status_code == 200 and "must be &gt;= 1" in bad.content.decode()
     assert not MethodSetting.objects.exists()
     ok = client.post(url, {"model": lite0.pk, "method": "groupcam", "layer": "blocks.6", "groups": "8",
-                           "percentile": "70", "blur_kernel": "51", "blur_sigma": "50", "batch_size": "64",
+                           "percentile": "70", "blur_kernel": "51", "blur_sigma": "50", "batch_size": "",
                            "enhance_window": "64", "enhance_stride": "32", "enhance_radius": "35",
                            "enhance_window_batch": "25"})
     assert ok.status_code == 302
     setting = MethodSetting.objects.get(owner=alice, model=lite0, method_key="groupcam")
     assert setting.params["groups"] == 8 and setting.params["layer"] == "blocks.6"
+    assert "batch_size" not in setting.params      # empty: the device's default, not a stored number
     assert setting.enhance_params["window"] == 64
     page = client.get(url).content.decode()
     assert "saved settings in use" in page and 'value="8"' in page

@@ -40,7 +40,7 @@ class Cameras(Method):
               help="How the input is resized to each scale."),
         Param("channel_chunk", "int", 128, minimum=1, maximum=8192,
               help="Channels resized to the input size at a time (memory vs speed)."),
-        batch_size_param(16, "images of the input size (fewer at larger scales)"),
+        batch_size_param(what="images of the input size (fewer at larger scales)"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:

@@ -101,7 +101,7 @@ class GroupCam(Method):
     label: ClassVar[str] = "Group-CAM"
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
     uses_gradients: ClassVar[bool] = True
-    params: ClassVar[tuple[Param, ...]] = (LAYER_PARAM, *GROUP_PARAMS, batch_size_param(16))
+    params: ClassVar[tuple[Param, ...]] = (LAYER_PARAM, *GROUP_PARAMS, batch_size_param())
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
         acts, grads, _, _ = activations_and_gradients(classifier, inputs, targets, params["layer"])

@@ -85,7 +85,7 @@ class MsgCam(Method):
         *GROUP_PARAMS,
         Param("interpolation", "choice", "bilinear", choices=("bilinear", "bicubic"),
               help="How the input is resized to each scale."),
-        batch_size_param(16),
+        batch_size_param(),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:

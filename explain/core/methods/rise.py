@@ -66,7 +66,7 @@ class Rise(Method):
         Param("masks", "int", 4000, minimum=1, maximum=100000, help="Number N of random masks."),
         Param("cells", "int", 7, minimum=1, maximum=64, help="Grid size s (s×s cells per mask)."),
         Param("p", "float", 0.5, minimum=0.01, maximum=1.0, help="Probability that a cell is kept."),
-        batch_size_param(16, "masked images"),
+        batch_size_param(what="masked images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:

@@ -38,7 +38,7 @@ class ScoreCam(Method):
         LAYER_PARAM,
         Param("baseline", "bool", True,
               help="Subtract the score of the all-zero input (paper); off: the authors' code."),
-        batch_size_param(16, "masked images"),
+        batch_size_param(what="masked images"),
     )
 
     def attribute(self, classifier, inputs, targets, params, generator=None) -> Tensor:
