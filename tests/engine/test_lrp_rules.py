@@ -140,3 +140,25 @@ def test_safe_divide_gives_the_numbers_of_the_where_formula(eps):
     finite = torch.isfinite(expected)
     assert torch.equal(ours[finite], expected[finite])
     assert bool((ours[:2, :2] == 0).all())
+
+
+@pytest.mark.parametrize("size, channels, out, kernel, stride, padding, dilation, groups", [
+    ((9, 9), 4, 6, 3, 1, 1, 1, 1),
+    ((9, 10), 4, 6, 3, 2, 1, 1, 1),             # odd height, stride 2: a trailing row is dropped
+    ((11, 8), 6, 6, (3, 1), (2, 1), (1, 0), 1, 6),   # depthwise, non-square kernel and stride
+    ((12, 12), 4, 8, 3, 2, 2, 2, 2),            # dilated, grouped
+    ((7, 7), 3, 5, 7, 2, 3, 1, 1),              # ResNet's stem geometry, small
+    ((8, 8), 4, 4, 3, 1, "same", 1, 1),         # string padding: the autograd route
+])
+def test_conv2d_back_is_the_gradient_of_the_convolution(size, channels, out, kernel, stride, padding, dilation, groups):
+    # c = Σ_j w_ij s_j is ∂(Σ_j z_j s_j)/∂x: compare with autograd through the forward convolution
+    g = torch.Generator().manual_seed(3)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    x = torch.randn(2, channels, *size, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(out, channels // groups, kh, kw, generator=g, dtype=torch.float64)
+    z = torch.nn.functional.conv2d(x, w, None, stride, padding, dilation, groups)
+    s = torch.randn(z.shape, generator=g, dtype=torch.float64)
+    (expected,) = torch.autograd.grad((z * s).sum(), x)
+    got = rules.conv2d_back(x.shape, w, s, stride, padding, dilation, groups)
+    assert got.shape == x.shape
+    torch.testing.assert_close(got, expected, rtol=1e-12, atol=1e-12)

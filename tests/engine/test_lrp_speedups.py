@@ -40,11 +40,14 @@ def full_zplus_wsquare(x, w, r, stride=1, padding=0, dilation=1, groups=1):
 
 
 def convolutions_run(fn):
-    """(forward, backward) convolutions the operator profiler sees while ``fn`` runs, and its result."""
+    """(forward, backward) convolutions the operator profiler sees while ``fn`` runs, and its result.
+
+    Backward convolutions are autograd's and the rules' back-projections (transposed convolutions)."""
     with torch.autograd.profiler.profile() as prof:
         out = fn()
     names = [event.name for event in prof.function_events]
-    return (names.count("aten::convolution"), names.count("aten::convolution_backward")), out
+    backward = names.count("aten::convolution_backward") + names.count("aten::conv_transpose2d")
+    return (names.count("aten::conv2d"), backward), out
 
 
 CASES = {
@@ -85,6 +88,17 @@ def test_rule_equals_the_full_formula(name, signed):
     z_plus_convolutions = 2 if signed and kwargs.get("groups", 1) > 1 else 1
     assert forward == z_plus_convolutions + 1
     assert backward == z_plus_convolutions + 1
+
+
+@pytest.mark.parametrize("name", CASES)
+@pytest.mark.parametrize("signed", [False, True], ids=["relu-input", "signed-input"])
+def test_rule_on_channels_last_tensors_equals_the_contiguous_one(name, signed):
+    # the CPU forward passes run NHWC; the rule works in the layout it is given
+    x, w, r, kwargs = case(name, signed, seed=1)
+    nhwc = lambda t: t.contiguous(memory_format=torch.channels_last)  # noqa: E731
+    expected = rules.conv2d_zplus_wsquare(x, w, r, **kwargs)
+    got = rules.conv2d_zplus_wsquare(nhwc(x), w, nhwc(r), **kwargs)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=1e-12 * float(expected.abs().max()))
 
 
 def test_fallback_is_skipped_when_no_unit_is_dead():

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from explain.core.handle import Classifier
-from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, top1_if_none
+from explain.core.methods.base import OwnForwardMethod, Param, batch_size_param, cpu_channels_last, top1_if_none
 from explain.core.registry import register_method
 from explain.core.relevance.cnn import COMPOSITES, cnn_relevance
 from explain.core.relevance.vit import propagate, trace_vit
@@ -89,7 +89,7 @@ class LRP(OwnForwardMethod):
                 return target_logit_relevance(out, chosen["targets"])
 
             relevance, logits = cnn_relevance(
-                classifier.module, inputs, output_relevance,
+                classifier.module, cpu_channels_last(inputs), output_relevance,
                 low=low, high=high, composite=params["composite"], epsilon=params["epsilon"],
                 ignore_bias=params["ignore_bias"],
             )

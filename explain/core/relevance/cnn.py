@@ -44,7 +44,6 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
-from torch.nn.grad import conv2d_input
 from zennit.attribution import Gradient
 from zennit.core import Hook, RemovableHandle, RemovableHandleList
 from zennit.canonizers import AttributeCanonizer, MergeBatchNorm
@@ -55,7 +54,7 @@ from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanoni
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
 from explain.core.hooks import HookSession
-from explain.core.relevance.rules import conv2d_zplus_wsquare
+from explain.core.relevance.rules import conv2d_back, conv2d_zplus_wsquare
 
 logger = logging.getLogger(__name__)
 
@@ -190,9 +189,9 @@ class ZBoxConv2d(AutogradRule):
         s = relevance / (z + (z.sign() + (z == 0).to(z)) * self.stabilizer)
         if module.groups == 1:
             stacked = torch.cat([weight, w_pos, w_neg], dim=1)
-            g, g_pos, g_neg = conv2d_input((x.shape[0], 3 * x.shape[1], *x.shape[2:]), stacked, s, *args).chunk(3, dim=1)
+            g, g_pos, g_neg = conv2d_back((x.shape[0], 3 * x.shape[1], *x.shape[2:]), stacked, s, *args).chunk(3, dim=1)
         else:
-            g, g_pos, g_neg = (conv2d_input(x.shape, w, s, *args) for w in (weight, w_pos, w_neg))
+            g, g_pos, g_neg = (conv2d_back(x.shape, w, s, *args) for w in (weight, w_pos, w_neg))
         return x * g - (low * g_pos + high * g_neg)
 
     def copy(self) -> "ZBoxConv2d":
