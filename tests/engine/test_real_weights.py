@@ -8,8 +8,7 @@ side-by-side photo: explaining the cat class must point into the cat half, expla
 espresso class into the cup half. Overlays of every map with its box
 and maximum are written to ``$TMPDIR/saliency-real-weights-<image>.png`` for a visual check.
 Score-CAM runs on ``blocks.5`` (192 channels, 192 forward passes) and RISE with 200 masks to
-keep the suite quick, and only on coffee (on chelsea the box is the whole crop: nothing to learn
-from hundreds of forward passes there).
+keep the suite quick.
 """
 from __future__ import annotations
 
@@ -32,7 +31,7 @@ EXPECTED = {"chelsea": {281, 282, 285}, "coffee": {967, 968, 504}}   # tabby/tig
 METHODS = {
     "gradcam": None, "gradcampp": None, "xgradcam": None, "layercam": None,
     "groupcam": None, "msgcam": None, "cameras": None,
-    "scorecam": {"layer": "blocks.5"}, "rise": {"masks": 200},
+    "scorecam": {"layer": "blocks.5"}, "rise": {"masks": 200}, "lrp": None,
 }
 
 
@@ -65,8 +64,6 @@ def photo(request, classifier):
 @pytest.mark.parametrize("key", list(METHODS))
 def test_maximum_lies_on_the_object(classifier, photo, key):
     name, x, overlays = photo
-    if name == "chelsea" and key in ("scorecam", "rise"):
-        pytest.skip("the chelsea box is the whole crop; Score-CAM and RISE are checked on coffee")
     [e] = explain(classifier, x, key, params=METHODS[key], seed=0)
     assert e.target in EXPECTED[name], classifier.class_names[e.target]
     s = e.saliency.numpy()
