@@ -105,8 +105,13 @@ def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple
       gradient's does (the backward pass), and z⁺ needs its denominators ``z⁺ = Σ x⁺w⁺`` (+
       ``x⁻w⁻``), one more evaluation of every convolution with the positive weights: a second
       forward pass. ε in the dense layers reuses the forward's ``z``. Not counted: z^B's two
-      extra convolutions at the first layer and a second back-projection for signed inputs
-      (EfficientNet's linear bottlenecks), so there the floor is a lower bound.
+      extra convolutions at the first layer, the doubled z⁺ and back-projection for signed
+      inputs (EfficientNet's linear bottlenecks), the w² fallback's convolution and
+      back-projection where units are dead (EfficientNet's depthwise layers), and the rules'
+      element-wise work (quotients, masks), so there the floor is a lower bound. The
+      back-projections run as transposed convolutions, which on a CPU cost about a forward
+      convolution where the floor's backward pass (autograd's convolution backward) may cost
+      more.
     - ``lrp`` on a ViT: ``1×fwdbwd→input + 1×fwd+attn + 1×bwd→input``. α1β0 in every linear
       layer on signed inputs (LayerNorm outputs): with ``z = x W`` known from the forward pass,
       ``z⁺ = (|x| |W| + z) / 2`` is one more product per layer (a forward pass's worth) and
