@@ -70,7 +70,7 @@ def test_param_errors_name_the_parameter(param, value, message):
 
 def test_resolve_params_fills_defaults_and_resolves_layers(cnn, vit):
     scorecam = get_method_class("scorecam")
-    assert scorecam.resolve_params(cnn, {"baseline": "false"}) == {"layer": "relu2", "baseline": False, "batch_size": 4}
+    assert scorecam.resolve_params(cnn, {"baseline": "false"}) == {"layer": "relu2", "baseline": False, "batch_size": 8}
     assert get_method_class("gradcam").resolve_params(vit, {})["layer"] == "blocks.1.norm1"
     with pytest.raises(ValueError, match="no parameter"):
         scorecam.resolve_params(cnn, {"baselin": True})
@@ -85,16 +85,16 @@ def test_resolve_params_fills_defaults_and_resolves_layers(cnn, vit):
 def test_batch_size_defaults_to_the_device_and_is_recorded(cnn, key):
     method = get_method_class(key)
     [param] = [p for p in method.params if p.name == "batch_size"]
-    assert param.to_schema()["default"] is None and "empty: 4 on a CPU, 64 on a GPU" in param.help
+    assert param.to_schema()["default"] is None and "empty: 8 on a CPU, 64 on a GPU" in param.help
     assert cnn.device.type == "cpu"
-    assert method.resolve_params(cnn, {})["batch_size"] == 4
+    assert method.resolve_params(cnn, {})["batch_size"] == 8
     assert method.resolve_params(cnn, {"batch_size": "9"})["batch_size"] == 9
-    assert method.resolve_params(cnn, {"batch_size": None})["batch_size"] == 4
+    assert method.resolve_params(cnn, {"batch_size": None})["batch_size"] == 8
     # on an accelerator the default is a large batch; a meta-device copy stands in for one
     meta = dataclasses.replace(cnn, module=copy.deepcopy(cnn.module).to("meta"))
     assert method.resolve_params(meta, {})["batch_size"] == 64
     [e] = explain(cnn, torch.randn(1, 3, 32, 32), key, params={"masks": 8} if key == "rise" else {})
-    assert e.manifest["params"]["batch_size"] == 4
+    assert e.manifest["params"]["batch_size"] == 8
 
 
 def test_hook_session_restores_state_and_propagates_errors(cnn):

@@ -295,10 +295,11 @@ LAYER_PARAM = Param(
 
 #: Images per forward pass of the perturbation methods when the user sets none. On a CPU the
 #: per-image cost of a forward pass is lowest at small batches, where a batch's activations stay
-#: in cache: on 2 cores EfficientNet-Lite0 costs 8.3–9.2 ms per image at batches of 4–6 against
-#: 12.8 at 16 and 18.5 at 32, while ResNet18, VGG19 and ViT-B/16 are within 4 % of their best from
-#: 4 on. An accelerator wants many images per pass to fill its cores.
-CPU_BATCH_SIZE = 4
+#: in cache. Measured on 2 cores, ms per image at batches of 4 / 8 / 16 (fastest of 8–30 runs,
+#: interleaved): EfficientNet-Lite0 8.9 / 9.4 / 11.7, ResNet18 20.7 / 18.9 / 20.1, VGG19
+#: 207.6 / 202.5 / 200.5; ViT-B/16 is flat from 4 on. 8 is within 6 % of the best for each.
+#: An accelerator wants many images per pass to fill its cores.
+CPU_BATCH_SIZE = 8
 ACCELERATOR_BATCH_SIZE = 64
 
 
