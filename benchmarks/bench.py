@@ -12,7 +12,8 @@ best batch size; and their ratio. For the gradient CAM family it also times
 pytorch-grad-cam on the same batch and layer, checks that the maps are equal (Pearson ≥ 0.999
 after min-max normalisation) and reports the speed ratio. Results go to
 ``benchmarks/results/<name>.{json,md}`` (``--name``, default ``bench-<timestamp>``). Timings on a shared machine vary: the method, its floor and
-pytorch-grad-cam are timed in alternation and the fastest of ``--repeats`` runs counts.
+pytorch-grad-cam are timed in alternation and the fastest run counts: at least ``--repeats``
+runs, more for fast methods (until their runs took ``--min-seconds`` together).
 Models without real weights on disk are benchmarked with random weights (the cost is the same).
 """
 from __future__ import annotations
@@ -315,6 +316,26 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+#: Upper bound on the timed runs of one method (see :func:`fastest_of`).
+MAX_REPEATS = 30
+
+
+def fastest_of(run, refresh, repeats: int, min_seconds: float, max_repeats: int = MAX_REPEATS) -> tuple[float, int]:
+    """The fastest of the timed calls of ``run()`` and how many there were.
+
+    ``run`` is called at least ``repeats`` times, and again while all its calls so far took less
+    than ``min_seconds`` together (at most ``max_repeats`` calls): a method that takes 20 ms gets
+    enough runs for its minimum to mean something on a noisy machine, one that takes a minute gets
+    ``repeats``. ``refresh()`` runs after every call (the floor's passes, re-timed in alternation).
+    """
+    best, spent, calls = math.inf, 0.0, 0
+    while calls < repeats or (spent < min_seconds and calls < max_repeats):
+        seconds = _timed(run)
+        best, spent, calls = min(best, seconds), spent + seconds, calls + 1
+        refresh()
+    return best, calls
+
+
 # -- pytorch-grad-cam -----------------------------------------------------------------------
 def pytorch_grad_cam_time(key, classifier, layer, x, targets, repeats, ours):
     try:
@@ -386,14 +407,15 @@ def run(args) -> dict:
                 caps = [pass_cap(kind, count, len(x)) for kind, _, count in plan]
                 for (kind, size, _), cap in zip(plan, caps):
                     units.cost(kind, size, cap)                  # picks the best batch size
-            # Method and floor timed in alternation: a shared machine's load hits both alike.
-            seconds = math.inf
-            for _ in range(args.repeats):
-                seconds = min(seconds, _timed(lambda: explain(clf, x, key, params=params)))
+            def refresh_floor():
                 for (kind, size, _), cap in zip(plan or [], caps if plan else []):
                     units.refresh(kind, size, cap)
+
+            # Method and floor timed in alternation: a shared machine's load hits both alike.
+            seconds, repeats = fastest_of(lambda: explain(clf, x, key, params=params), refresh_floor,
+                                          args.repeats, args.min_seconds, MAX_REPEATS)
             per_image = seconds / len(x)
-            row = {"model": model_name, "weights": weights, "method": key, "images": len(x),
+            row = {"model": model_name, "weights": weights, "method": key, "images": len(x), "repeats": repeats,
                    "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
                    "seconds_per_image": per_image}
             if plan is not None:
@@ -407,7 +429,7 @@ def run(args) -> dict:
             if key in CAM_FAMILY and not args.no_reference:
                 out = explain(clf, x, key, params=params)
                 their, ours, maps = pytorch_grad_cam_time(
-                    key, clf, params["layer"], x, [e.target for e in out], args.repeats,
+                    key, clf, params["layer"], x, [e.target for e in out], repeats,
                     lambda: explain(clf, x, key, params=params))
                 if their is not None:
                     row["seconds_per_image"] = per_image = min(per_image, ours)
@@ -423,6 +445,7 @@ def run(args) -> dict:
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
+        "repeats": args.repeats, "min_seconds": args.min_seconds,
         "versions": library_versions(), "rows": rows,
     }
 
@@ -434,7 +457,8 @@ def markdown(result: dict) -> str:
         f"Device: {result['device']}, torch threads: {result['threads']}; versions: "
         + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
-        "Seconds per image of `explain()` on a batch; *floor*: the same passes measured alone at the best "
+        "Seconds per image of `explain()` on a batch, the fastest of *runs* timed runs (each followed by a "
+        "run of the floor's passes); *floor*: the same passes measured alone at the best "
         "batch size; *pgc*: pytorch-grad-cam on the same batch and layer (maps compared by Pearson).",
         "",
         "Passes (plain passes through the unmodified model, parameters frozen): *fwd* forward without "
@@ -444,15 +468,15 @@ def markdown(result: dict) -> str:
         "block's attention map; *bwd→attn* that backward alone; *bwd→attn[-1]* backward alone to the last "
         "block's attention map. Why each method needs its passes: `pass_plan` in benchmarks/bench.py.",
         "",
-        "| model | weights | method | s/image | passes/image | floor s/image | ratio to floor | pgc s/image | speed-up vs pgc | Pearson vs pgc |",
-        "|---|---|---|---:|---|---:|---:|---:|---:|---:|",
+        "| model | weights | method | s/image | runs | passes/image | floor s/image | ratio to floor | pgc s/image | speed-up vs pgc | Pearson vs pgc |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         passes = " + ".join(pass_label(p["kind"], p["size"], p["count"]) for p in r.get("passes", [])) or "n/a"
         def f(key, fmt="{:.3f}"):
             return fmt.format(r[key]) if key in r else ""
         lines.append(
-            f"| {r['model']} | {r['weights']} | {r['method']} | {f('seconds_per_image')} | {passes} | "
+            f"| {r['model']} | {r['weights']} | {r['method']} | {f('seconds_per_image')} | {r.get('repeats', '')} | {passes} | "
             f"{f('floor_seconds_per_image')} | {f('ratio_to_floor', '{:.2f}')} | "
             f"{f('pytorch_grad_cam_seconds_per_image')} | {f('speedup_vs_pytorch_grad_cam', '{:.2f}×')} | "
             f"{f('min_pearson_vs_pytorch_grad_cam', '{:.4f}')} |"
@@ -465,7 +489,9 @@ def main(argv=None) -> int:
     parser.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     parser.add_argument("--methods", nargs="+", help="method keys (default: every method of the model's family)")
     parser.add_argument("--images", type=int, default=4, help="photos per batch")
-    parser.add_argument("--repeats", type=int, default=2, help="timed repeats (the fastest counts)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats at least (the fastest counts)")
+    parser.add_argument("--min-seconds", type=float, default=3.0, dest="min_seconds",
+                        help=f"repeat a method until its runs took this long together (at most {MAX_REPEATS} runs)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32], dest="batch_sizes",
                         help="batch sizes tried for the floor")
     parser.add_argument("--param", action="append", metavar="METHOD.NAME=VALUE",

@@ -95,11 +95,28 @@ def test_caps_and_labels():
     assert pass_label("fwdbwd_input", 224, 1) == "1×fwdbwd→input@224"
     assert pass_label("bwd_attn", 224, 2 * 11 / 12) == "1.83333×bwd→attn@224"
     result = {"when": "now", "device": "cpu", "threads": 1, "versions": {"torch": torch.__version__}, "rows": [
-        {"model": "m", "weights": "random", "method": "lrp", "seconds_per_image": 2.0,
+        {"model": "m", "weights": "random", "method": "lrp", "seconds_per_image": 2.0, "repeats": 5,
          "passes": [{"kind": "fwdbwd_input", "size": 224, "count": 1}, {"kind": "fwd", "size": 224, "count": 1}],
          "floor_seconds_per_image": 1.0, "ratio_to_floor": 2.0},
         {"model": "m", "weights": "random", "method": "x", "seconds_per_image": 1.0},
     ]}
     text = markdown(result)
-    assert "| m | random | lrp | 2.000 | 1×fwdbwd→input@224 + 1×fwd@224 | 1.000 | 2.00 |" in text
-    assert "| m | random | x | 1.000 | n/a |" in text
+    assert "| m | random | lrp | 2.000 | 5 | 1×fwdbwd→input@224 + 1×fwd@224 | 1.000 | 2.00 |" in text
+    assert "| m | random | x | 1.000 |  | n/a |" in text
+
+
+def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
+    import benchmarks.bench as bench
+
+    # the clock is scripted (a loaded machine cannot make the count flaky); runs still happen
+    durations = iter([0.05, 0.02, 0.04] + [0.03] * 50)
+    monkeypatch.setattr(bench, "_timed", lambda fn: (fn(), next(durations))[1])
+    calls, refreshes = [], []
+    best, count = bench.fastest_of(lambda: calls.append(1), lambda: refreshes.append(1),
+                                   repeats=2, min_seconds=0.195, max_repeats=30)
+    # 0.05 + 0.02 + 0.04 + 0.03·k ≥ 0.195 from k = 3 on: six runs, each followed by a refresh
+    assert count == len(calls) == len(refreshes) == 6
+    assert best == 0.02
+    # slow runs stop at the minimum count; the cap bounds fast ones
+    assert bench.fastest_of(lambda: None, lambda: None, repeats=2, min_seconds=0.0)[1] == 2
+    assert bench.fastest_of(lambda: None, lambda: None, repeats=1, min_seconds=10.0, max_repeats=7)[1] == 7
