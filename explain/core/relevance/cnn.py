@@ -54,7 +54,7 @@ from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanoni
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
 from explain.core.hooks import HookSession
-from explain.core.relevance.rules import conv2d_back, conv2d_zplus_wsquare
+from explain.core.relevance.rules import conv2d_zbox, conv2d_zplus_wsquare
 
 logger = logging.getLogger(__name__)
 
@@ -154,47 +154,27 @@ class ZPlusWSquare(AutogradRule):
 class ZBoxConv2d(AutogradRule):
     """zennit's ``ZBox`` for a 2-D convolution with biases left out, as an :class:`AutogradRule`.
 
-    The same formula (Montavon et al., Pattern Recognition 2017) with zennit's stabiliser
-    ``stab(z) = z + ε (sign z + [z = 0])``:
-
-    ``z_j = Σ_i x_i w_ij − l_i w⁺_ij − h_i w⁻_ij``, ``s_j = R_j / stab(z_j)``,
-    ``R_i = x_i Σ_j w_ij s_j − (l_i Σ_j w⁺_ij s_j + h_i Σ_j w⁻_ij s_j)``.
-
-    ``low``/``high`` (``l``, ``h``) broadcast to the input ``B×C×H×W``; bounds with a batch of
-    one (the same for every image) are convolved once for the whole batch. The three
-    back-projections are one transposed convolution with the weights ``[w, w⁺, w⁻]`` stacked
-    along the input channels: it costs about as much as one of them on a 3-channel image.
+    :func:`explain.core.relevance.rules.conv2d_zbox` with zennit's stabiliser
+    ``stab(z) = z + ε (sign z + [z = 0])`` in ``s_j = R_j / stab(z_j)``. ``low``/``high`` broadcast
+    to the input ``B×C×H×W``; bounds with a batch of one are convolved once for the whole batch.
     """
 
     def __init__(self, low: Tensor, high: Tensor, stabilizer: float = 1e-6):
         super().__init__()
         self.low, self.high, self.stabilizer = low, high, stabilizer
 
-    def _bound(self, bound: Tensor, x: Tensor) -> Tensor:
-        bound = torch.as_tensor(bound).to(x)
-        if bound.dim() == 4 and bound.shape[0] > x.shape[0]:
-            bound = bound[:x.shape[0]]      # as zennit's expand(..., cut_batch_dim=True)
-        batch = bound.shape[0] if bound.dim() == 4 else 1
-        return bound.expand(batch, *x.shape[1:])
+    def _divide(self, relevance: Tensor, z: Tensor) -> Tensor:
+        # zennit's stab(z) is z + ε for z ≥ 0 (−0 included) and z − ε below: the same numbers in
+        # three passes over the first layer's large output, not six
+        return relevance / torch.where(z >= 0, z + self.stabilizer, z - self.stabilizer)
 
     def relevance(self, module, x, relevance):
         if not isinstance(self.stabilizer, (int, float)):
             raise TypeError(f"ZBoxConv2d needs a number as stabilizer, not {type(self.stabilizer).__name__}")
-        weight = module.weight.detach()
-        w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
-        low, high = self._bound(self.low, x), self._bound(self.high, x)
-        args = (module.stride, module.padding, module.dilation, module.groups)
-        conv = lambda inp, w: nn.functional.conv2d(inp, w, None, *args)  # noqa: E731
-        z = conv(x, weight) - (conv(low, w_pos) + conv(high, w_neg))
-        # zennit's stab(z) = z + ε (sign z + [z = 0]) is z + ε for z ≥ 0 (−0 included) and z − ε
-        # below: the same numbers in three passes over the first layer's large output, not six
-        s = relevance / torch.where(z >= 0, z + self.stabilizer, z - self.stabilizer)
-        if module.groups == 1:
-            stacked = torch.cat([weight, w_pos, w_neg], dim=1)
-            g, g_pos, g_neg = conv2d_back((x.shape[0], 3 * x.shape[1], *x.shape[2:]), stacked, s, *args).chunk(3, dim=1)
-        else:
-            g, g_pos, g_neg = (conv2d_back(x.shape, w, s, *args) for w in (weight, w_pos, w_neg))
-        return x * g - (low * g_pos + high * g_neg)
+        return conv2d_zbox(
+            x, module.weight.detach(), relevance, self.low, self.high,
+            module.stride, module.padding, module.dilation, module.groups, divide=self._divide,
+        )
 
     def copy(self) -> "ZBoxConv2d":
         return ZBoxConv2d(self.low, self.high, self.stabilizer)

@@ -11,6 +11,8 @@ All functions are batched: the leading dimension is the batch and nothing is sum
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch import Tensor
 
@@ -132,29 +134,53 @@ def conv2d_zbox(
     padding=0,
     dilation=1,
     groups: int = 1,
+    divide: Callable[[Tensor, Tensor], Tensor] = safe_divide,
 ) -> Tensor:
     """The z^B rule for an input convolution whose inputs lie in ``[low, high]`` (bias ignored).
 
     ``z_ij = x_i w_ij − l_i w⁺_ij − h_i w⁻_ij`` is non-negative for every input in the box,
     so relevance is split by how far each pixel pushes the output beyond its bounds
-    (Montavon et al., Pattern Recognition 2017).
+    (Montavon et al., Pattern Recognition 2017): ``s_j = R_j / z_j``,
+    ``R_i = x_i Σ_j w_ij s_j − (l_i Σ_j w⁺_ij s_j + h_i Σ_j w⁻_ij s_j)``.
 
     Args:
         x: ``B×C×H×W`` inputs; ``low``/``high`` broadcast to it (e.g. ``1×C×1×1`` per-channel bounds
-            of the normalised image, or ``B×1×1×1`` per-image minimum/maximum).
+            of the normalised image, or ``B×1×1×1`` per-image minimum/maximum). Bounds with a
+            batch of one (the same for every image) are convolved once for the whole batch.
         weight: ``O×C/groups×k×k``; ``relevance``: ``B×O×h×w``.
+        divide: ``divide(R, z)``, the stabilised quotient (default :func:`safe_divide`; zennit's
+            rule stabilises differently, see ``relevance.cnn.ZBoxConv2d``).
+
+    The three back-projections of an ungrouped convolution are one transposed convolution with
+    the weights ``[w, w⁺, w⁻]`` stacked along the input channels: about the cost of one of them
+    on a 3-channel image.
 
     Returns:
         ``B×C×H×W``.
     """
-    low = (low + torch.zeros_like(x))
-    high = (high + torch.zeros_like(x))
+    low, high = _box_bound(low, x), _box_bound(high, x)
     w_pos, w_neg = weight.clamp(min=0), weight.clamp(max=0)
     conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
-    z = conv(x, weight) - conv(low, w_pos) - conv(high, w_neg)
-    s = safe_divide(relevance, z)
-    back = lambda w: conv2d_back(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
-    return x * back(weight) - low * back(w_pos) - high * back(w_neg)
+    z = conv(x, weight) - (conv(low, w_pos) + conv(high, w_neg))
+    s = divide(relevance, z)
+    if groups == 1:
+        stacked = torch.cat([weight, w_pos, w_neg], dim=1)
+        shape = (x.shape[0], 3 * x.shape[1], *x.shape[2:])
+        g, g_pos, g_neg = conv2d_back(shape, stacked, s, stride, padding, dilation, groups).chunk(3, dim=1)
+    else:
+        g, g_pos, g_neg = (conv2d_back(x.shape, w, s, stride, padding, dilation, groups) for w in (weight, w_pos, w_neg))
+    return x * g - (low * g_pos + high * g_neg)
+
+
+def _box_bound(bound: Tensor | float, x: Tensor) -> Tensor:
+    """A z^B bound as ``b×C×H×W`` with ``b`` its own batch (1 unless it has one per image), so a
+    bound shared by the batch is convolved once; a bound with more images than ``x`` is cut to
+    ``x``'s batch, as zennit does."""
+    bound = torch.as_tensor(bound).to(x)
+    if bound.dim() == 4 and bound.shape[0] > x.shape[0]:
+        bound = bound[:x.shape[0]]
+    batch = bound.shape[0] if bound.dim() == 4 else 1
+    return bound.expand(batch, *x.shape[1:])
 
 
 def conv2d_zplus_wsquare(
@@ -211,7 +237,7 @@ def conv2d_zplus_wsquare(
     else:
         inputs = weights = None
     if inputs is not None:
-        z_plus = torch.nn.functional.conv2d(inputs, weights, None, stride, padding, dilation, groups)
+        z_plus = conv(inputs, weights)
     else:
         x_pos, x_neg, w_neg = x.clamp(min=0), x.clamp(max=0), weight.clamp(max=0)
         z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)

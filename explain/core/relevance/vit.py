@@ -390,7 +390,7 @@ def _patch_embedding_zbox(proj: nn.Conv2d, x: Tensor, conv_out: Tensor, relevanc
     ``z = x W − l W⁺ − h W⁻`` takes ``x W`` from the recorded output ``conv_out`` (``B×D×g×g``, minus
     the bias) and, for bounds constant over the image (``…×C×1×1``), ``l W⁺`` and ``h W⁻`` from one
     row each; with ``s = R / z``, ``R_pixels = (x − l)(s W⁺) + (x − h)(s W⁻)`` takes two products,
-    where ``conv2d_zbox`` runs three convolutions and three transposed ones. Any other
+    where ``conv2d_zbox`` runs three convolutions and a transposed one. Any other
     convolution goes to ``conv2d_zbox``.
 
     Shapes: ``x`` ``B×C×H×W``; ``relevance`` ``B×D×g×g``; ``low``/``high`` broadcast to ``x``.
