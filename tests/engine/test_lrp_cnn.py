@@ -198,7 +198,13 @@ def test_batch_norm_merge_finds_timm_batchnormact_and_undoes_itself():
     with torch.no_grad():
         merged = model(x)
     assert torch.allclose(merged, before, rtol=1e-4, atol=1e-4)
-    assert all(m.eps == 0 for m in norms)
+    assert all(0 < m.eps == MergeBatchNormAtomic.IDENTITY_EPS for m in norms)
+    for dtype in (torch.float32, torch.float64):      # a folded norm is exactly the identity
+        norm = norms[0].to(dtype)
+        z = torch.randn(2, norm.num_features, 5, 5, dtype=dtype)
+        assert torch.equal(nn.functional.batch_norm(z, norm.running_mean, norm.running_var, norm.weight,
+                                                    norm.bias, False, 0.0, norm.eps), z)
+        norms[0].float()
     for instance in instances:
         instance.remove()
     assert all(m.eps == 1e-5 for m in norms)

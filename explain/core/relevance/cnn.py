@@ -206,9 +206,13 @@ class MergeBatchNormAtomic(MergeBatchNorm):
 
     Adjacency is judged in registration order (as zennit's ``SequentialMergeBatchNorm``) with
     batch norms treated as leaves, so timm's ``BatchNormAct2d(norm + activation)`` is found
-    too. The folded norm keeps its activation; its ``eps`` is set to 0 for the duration so it
-    computes exactly the identity (zennit leaves ``eps``, a ``1/√(1+eps)`` scale).
+    too. The folded norm keeps its activation; its ``eps`` is set to :data:`IDENTITY_EPS` for
+    the duration so it computes exactly the identity (zennit leaves ``eps``, a ``1/√(1+eps)``
+    scale). Not 0: PyTorch releases before 2.12 reject a batch norm with ``eps = 0`` even in eval mode.
     """
+
+    #: Positive, and lost when added to a unit variance in float32 and float64 alike.
+    IDENTITY_EPS = 1e-20
 
     def __init__(self):
         super().__init__()
@@ -228,7 +232,7 @@ class MergeBatchNormAtomic(MergeBatchNorm):
     def register(self, linears, batch_norm) -> None:
         self._eps = batch_norm.eps
         super().register(linears, batch_norm)
-        batch_norm.eps = 0.0
+        batch_norm.eps = self.IDENTITY_EPS
 
     def remove(self) -> None:
         super().remove()
