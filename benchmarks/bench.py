@@ -50,7 +50,7 @@ def photos(classifier, count: int) -> torch.Tensor:
 
     from explain.core.imaging import preprocess
 
-    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "motorcycle_left"]
+    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "stereo_motorcycle"]
     out = []
     for i in range(count):
         name = names[i % len(names)]
@@ -476,9 +476,9 @@ def markdown(result: dict) -> str:
         def f(key, fmt="{:.3f}"):
             return fmt.format(r[key]) if key in r else ""
         lines.append(
-            f"| {r['model']} | {r['weights']} | {r['method']} | {f('seconds_per_image')} | {r.get('repeats', '')} | {passes} | "
-            f"{f('floor_seconds_per_image')} | {f('ratio_to_floor', '{:.2f}')} | "
-            f"{f('pytorch_grad_cam_seconds_per_image')} | {f('speedup_vs_pytorch_grad_cam', '{:.2f}×')} | "
+            f"| {r['model']} | {r['weights']} | {r['method']} | {f('seconds_per_image', '{:.4g}')} | {r.get('repeats', '')} | {passes} | "
+            f"{f('floor_seconds_per_image', '{:.4g}')} | {f('ratio_to_floor', '{:.2f}')} | "
+            f"{f('pytorch_grad_cam_seconds_per_image', '{:.4g}')} | {f('speedup_vs_pytorch_grad_cam', '{:.2f}×')} | "
             f"{f('min_pearson_vs_pytorch_grad_cam', '{:.4f}')} |"
         )
     return "\n".join(lines) + "\n"
