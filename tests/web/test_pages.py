@@ -67,7 +67,7 @@ def test_settings_form_validates_saves_and_resets(client, alice, lite0):
     assert 'name="groups"' in form and 'min="1"' in form and 'max="4096"' in form
     assert '<option value="bn2" selected>bn2 (default)</option>' in form
     # the batch size is left to the worker's device: an empty field, its help says what it becomes
-    assert 'name="batch_size" id="p-batch_size" value=""' in form and "8 on a CPU, 64 on a GPU" in form
+    assert 'name="batch_size" id="p-batch_size" value=""' in form and "8 on a CPU (or the model&#x27;s own number), 64 on a GPU" in form
     bad = client.post(url, {"model": lite0.pk, "method": "groupcam", "layer": "bn2", "groups": "0",
                             "percentile": "70", "blur_kernel": "51", "blur_sigma": "50", "batch_size": "64"})
     assert bad.status_code == 200 and "must be &gt;= 1" in bad.content.decode()

@@ -176,6 +176,9 @@ class Method:
     #: ``attribute`` accepts a batch of many images with different targets (the enhancement
     #: sends all windows in one call when this is true, one window per call otherwise).
     batchable: ClassVar[bool] = True
+    #: The method runs many plain passes, so folding the batch norms of a model that allows it
+    #: (``Classifier.fold_batch_norms``) pays for its set-up (explain.core.folding).
+    folds_batch_norms: ClassVar[bool] = False
 
     def attribute(
         self,
@@ -298,14 +301,17 @@ LAYER_PARAM = Param(
 #: in cache. Measured on 2 cores, ms per image at batches of 4 / 8 / 16 (fastest of 8–30 runs,
 #: interleaved): EfficientNet-Lite0 8.9 / 9.4 / 11.7, ResNet18 20.7 / 18.9 / 20.1, VGG19
 #: 207.6 / 202.5 / 200.5; ViT-B/16 is flat from 4 on. 8 is within 6 % of the best for each.
-#: An accelerator wants many images per pass to fill its cores.
+#: An accelerator wants many images per pass to fill its cores. A model may name its own CPU
+#: number (``Classifier.cpu_batch_size``; EfficientNet-Lite0 runs best at 4).
 CPU_BATCH_SIZE = 8
 ACCELERATOR_BATCH_SIZE = 64
 
 
 def device_batch_size(classifier: Classifier) -> int:
     """The default number of perturbed images per pass on ``classifier``'s device."""
-    return CPU_BATCH_SIZE if classifier.device.type == "cpu" else ACCELERATOR_BATCH_SIZE
+    if classifier.device.type != "cpu":
+        return ACCELERATOR_BATCH_SIZE
+    return classifier.cpu_batch_size or CPU_BATCH_SIZE
 
 
 def batch_size_param(default: int | None = None, what: str = "perturbed images") -> Param:
@@ -314,7 +320,7 @@ def batch_size_param(default: int | None = None, what: str = "perturbed images")
     if default is None:
         return Param("batch_size", "int", None, minimum=1, maximum=4096, default_for=device_batch_size,
                      help=f"How many {what} go through the model at once (memory vs speed); empty: "
-                          f"{CPU_BATCH_SIZE} on a CPU, {ACCELERATOR_BATCH_SIZE} on a GPU.")
+                          f"{CPU_BATCH_SIZE} on a CPU (or the model's own number), {ACCELERATOR_BATCH_SIZE} on a GPU.")
     return Param("batch_size", "int", default, minimum=1, maximum=4096,
                  help=f"How many {what} go through the model at once (memory vs speed).")
 
