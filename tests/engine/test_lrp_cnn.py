@@ -198,17 +198,29 @@ def test_batch_norm_merge_finds_timm_batchnormact_and_undoes_itself():
     with torch.no_grad():
         merged = model(x)
     assert torch.allclose(merged, before, rtol=1e-4, atol=1e-4)
-    assert all(0 < m.eps == MergeBatchNormAtomic.IDENTITY_EPS for m in norms)
-    for dtype in (torch.float32, torch.float64):      # a folded norm is exactly the identity
-        norm = norms[0].to(dtype)
-        z = torch.randn(2, norm.num_features, 5, 5, dtype=dtype)
-        assert torch.equal(nn.functional.batch_norm(z, norm.running_mean, norm.running_var, norm.weight,
-                                                    norm.bias, False, 0.0, norm.eps), z)
-        norms[0].float()
+    assert all("forward" in vars(m) and m.eps == 1e-5 for m in norms)   # the normalisation is skipped
     for instance in instances:
         instance.remove()
+    assert not any("forward" in vars(m) for m in norms)
     assert all(m.eps == 1e-5 for m in norms)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+
+
+def test_a_folded_norm_of_a_type_it_cannot_skip_computes_exactly_the_identity():
+    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)).eval()
+    with torch.no_grad():
+        model[1].running_mean.normal_()
+        model[1].running_var.uniform_(0.5, 2.0)
+    (instance,) = MergeBatchNormAtomic().apply(model)
+    norm = model[1]
+    assert "forward" not in vars(norm) and 0 < norm.eps == MergeBatchNormAtomic.IDENTITY_EPS
+    for dtype in (torch.float32, torch.float64):
+        z = torch.randn(5, 3, dtype=dtype)
+        norm.to(dtype)
+        assert torch.equal(norm(z), z)
+    norm.float()
+    instance.remove()
+    assert norm.eps == 1e-5
 
 
 @pytest.mark.parametrize("name, size", [("resnet18", 32), ("efficientnet_lite0", 32)])

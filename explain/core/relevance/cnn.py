@@ -53,6 +53,7 @@ from zennit.rules import Epsilon, Flat, Norm, ZBox, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
+from explain.core.folding import leaves_with_atomic_norms, norm_without_normalisation
 from explain.core.hooks import HookSession
 from explain.core.relevance.rules import conv2d_zbox, conv2d_zplus_wsquare
 
@@ -191,24 +192,16 @@ class PassThrough(AutogradRule):
         return relevance
 
 
-def _leaves_with_atomic_norms(module: nn.Module):
-    """Modules in registration order, where a batch norm counts as a leaf even if it has children."""
-    children = list(module.children())
-    if isinstance(module, BatchNorm) or not children:
-        yield module
-        return
-    for child in children:
-        yield from _leaves_with_atomic_norms(child)
-
-
 class MergeBatchNormAtomic(MergeBatchNorm):
     """Fold every batch norm that directly follows a convolution/linear layer into that layer.
 
     Adjacency is judged in registration order (as zennit's ``SequentialMergeBatchNorm``) with
     batch norms treated as leaves, so timm's ``BatchNormAct2d(norm + activation)`` is found
-    too. The folded norm keeps its activation; its ``eps`` is set to :data:`IDENTITY_EPS` for
-    the duration so it computes exactly the identity (zennit leaves ``eps``, a ``1/√(1+eps)``
-    scale). Not 0: PyTorch releases before 2.12 reject a batch norm with ``eps = 0`` even in eval mode.
+    too. The folded norm keeps its activation and skips the normalisation altogether (its
+    ``forward`` is overridden for the duration, as in :mod:`explain.core.folding`); a norm type
+    that module does not know keeps running, with ``eps`` set to :data:`IDENTITY_EPS` so that
+    it computes exactly the identity (zennit leaves ``eps``, a ``1/√(1+eps)`` scale; not 0:
+    PyTorch releases before 2.12 reject a batch norm with ``eps = 0`` even in eval mode).
     """
 
     #: Positive, and lost when added to a unit variance in float32 and float64 alike.
@@ -217,11 +210,12 @@ class MergeBatchNormAtomic(MergeBatchNorm):
     def __init__(self):
         super().__init__()
         self._eps = None
+        self._skips = False
 
     def apply(self, root_module: nn.Module) -> list["MergeBatchNormAtomic"]:
         instances = []
         previous = None
-        for leaf in _leaves_with_atomic_norms(root_module):
+        for leaf in leaves_with_atomic_norms(root_module):
             if isinstance(previous, self.linear_type) and isinstance(leaf, self.batch_norm_type):
                 instance = self.copy()
                 instance.register((previous,), leaf)
@@ -230,11 +224,18 @@ class MergeBatchNormAtomic(MergeBatchNorm):
         return instances
 
     def register(self, linears, batch_norm) -> None:
+        skip = norm_without_normalisation(batch_norm)
         self._eps = batch_norm.eps
         super().register(linears, batch_norm)
-        batch_norm.eps = self.IDENTITY_EPS
+        if skip is not None:
+            batch_norm.forward = skip
+            self._skips = True
+        else:
+            batch_norm.eps = self.IDENTITY_EPS
 
     def remove(self) -> None:
+        if self._skips:
+            del self.batch_norm.forward
         super().remove()
         self.batch_norm.eps = self._eps
 
