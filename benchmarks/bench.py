@@ -33,6 +33,7 @@ import torch
 
 from explain.core import zoo
 from explain.core.engine import explain, library_versions
+from explain.core.folding import folded_batch_norms
 from explain.core.methods.base import activations_and_gradients, cpu_channels_last, layer_activations
 from explain.core.registry import get_method_class, methods_for
 
@@ -66,6 +67,12 @@ def get_classifier(name: str, device):
         return zoo.load_classifier(name, device=device), "real"
     except zoo.WeightsMissing:
         return zoo.random_classifier(name, seed=0, device=device), "random"
+
+
+def runs_folded(method, classifier) -> bool:
+    """Whether the method runs its passes with the model's batch norms folded (the engine folds
+    them for multi-pass methods, LRP's canonizer for its own pass); its floor's passes then run so too."""
+    return classifier.fold_batch_norms and (method.folds_batch_norms or method.key == "lrp")
 
 
 # -- pass plans -----------------------------------------------------------------------------
@@ -260,8 +267,9 @@ def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets
 class UnitCosts:
     """Seconds per image of one pass kind at one input size, the best over batch sizes."""
 
-    def __init__(self, classifier, layer: str | None, x: torch.Tensor, batch_sizes, repeats: int):
-        self.classifier, self.layer, self.x = classifier, layer, x
+    def __init__(self, classifier, layer: str | None, x: torch.Tensor, batch_sizes, repeats: int,
+                 folded: bool = False):
+        self.classifier, self.layer, self.x, self.folded = classifier, layer, x, folded
         self.batch_sizes, self.repeats = batch_sizes, repeats
         self.cache: dict[tuple[str, int, int], tuple[float, int]] = {}
 
@@ -288,6 +296,10 @@ class UnitCosts:
         return sorted({min(b, cap) for b in self.batch_sizes})
 
     def _measure(self, kind, size, batch_sizes, warm=True):
+        with folded_batch_norms(self.classifier.module) if self.folded else contextlib.nullcontext():
+            return self._measure_sizes(kind, size, batch_sizes, warm)
+
+    def _measure_sizes(self, kind, size, batch_sizes, warm):
         best = (math.inf, 0)
         for b in batch_sizes:
             # large inputs: fewer images, as the methods do (same pixel budget)
@@ -393,7 +405,7 @@ def run(args) -> dict:
         clf, weights = get_classifier(model_name, device)
         x = photos(clf, args.images)
         keys = [k for k in (args.methods or methods_for(clf.family)) if clf.family in get_method_class(k).families]
-        units = None
+        units = {}
         for key in keys:
             method = get_method_class(key)
             params = method.resolve_params(clf, overrides.get(key, {}))
@@ -402,14 +414,16 @@ def run(args) -> dict:
             plan, caps = pass_plan(key, clf, params, x), []
             if plan is not None:
                 layer = params.get("layer") or clf.default_layer("tokens" if clf.family == "vit" else "cam")
-                if units is None or units.layer != layer:
-                    units = UnitCosts(clf, layer, x, args.batch_sizes, 1)
+                folded = runs_folded(method, clf)
+                if (layer, folded) not in units:
+                    units[layer, folded] = UnitCosts(clf, layer, x, args.batch_sizes, 1, folded)
+                unit = units[layer, folded]
                 caps = [pass_cap(kind, count, len(x)) for kind, _, count in plan]
                 for (kind, size, _), cap in zip(plan, caps):
-                    units.cost(kind, size, cap)                  # picks the best batch size
+                    unit.cost(kind, size, cap)                  # picks the best batch size
             def refresh_floor():
                 for (kind, size, _), cap in zip(plan or [], caps if plan else []):
-                    units.refresh(kind, size, cap)
+                    unit.refresh(kind, size, cap)
 
             # Method and floor timed in alternation: a shared machine's load hits both alike.
             seconds, repeats = fastest_of(lambda: explain(clf, x, key, params=params), refresh_floor,
@@ -419,9 +433,10 @@ def run(args) -> dict:
                    "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
                    "seconds_per_image": per_image}
             if plan is not None:
-                floor = sum(count * units.cost(kind, size, cap) for (kind, size, count), cap in zip(plan, caps))
+                row["floor_folded"] = folded
+                floor = sum(count * unit.cost(kind, size, cap) for (kind, size, count), cap in zip(plan, caps))
                 row.update({
-                    "passes": [{"kind": k, "size": s, "count": round(c, 2), "floor_batch": units.batch(k, s, cap)}
+                    "passes": [{"kind": k, "size": s, "count": round(c, 2), "floor_batch": unit.batch(k, s, cap)}
                                for (k, s, c), cap in zip(plan, caps)],
                     "floor_seconds_per_image": floor,
                     "ratio_to_floor": per_image / floor,
@@ -466,13 +481,17 @@ def markdown(result: dict) -> str:
         "*fwdbwd→input* the same down to the pixels; *bwd→input* that backward alone; *fwd+attn* a ViT "
         "forward with the attention maps materialised; *fwdbwd→attn* that forward, then backward to every "
         "block's attention map; *bwd→attn* that backward alone; *bwd→attn[-1]* backward alone to the last "
-        "block's attention map. Why each method needs its passes: `pass_plan` in benchmarks/bench.py.",
+        "block's attention map. Why each method needs its passes: `pass_plan` in benchmarks/bench.py. "
+        "*norms folded*: the method runs its passes with the batch norms folded into the convolutions "
+        "(explain.core.folding), and so do the floor's.",
         "",
         "| model | weights | method | s/image | runs | passes/image | floor s/image | ratio to floor | pgc s/image | speed-up vs pgc | Pearson vs pgc |",
         "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for r in result["rows"]:
         passes = " + ".join(pass_label(p["kind"], p["size"], p["count"]) for p in r.get("passes", [])) or "n/a"
+        if r.get("floor_folded"):
+            passes += ", norms folded"
         def f(key, fmt="{:.3f}"):
             return fmt.format(r[key]) if key in r else ""
         lines.append(

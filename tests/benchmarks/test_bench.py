@@ -98,11 +98,15 @@ def test_caps_and_labels():
         {"model": "m", "weights": "random", "method": "lrp", "seconds_per_image": 2.0, "repeats": 5,
          "passes": [{"kind": "fwdbwd_input", "size": 224, "count": 1}, {"kind": "fwd", "size": 224, "count": 1}],
          "floor_seconds_per_image": 1.0, "ratio_to_floor": 2.0},
-        {"model": "m", "weights": "random", "method": "x", "seconds_per_image": 1.0},
+        {"model": "m", "weights": "random", "method": "x", "seconds_per_image": 0.0012345678},
+        {"model": "m", "weights": "random", "method": "rise", "seconds_per_image": 3.0, "repeats": 2,
+         "passes": [{"kind": "fwd", "size": 224, "count": 257}], "floor_folded": True,
+         "floor_seconds_per_image": 2.0, "ratio_to_floor": 1.5},
     ]}
     text = markdown(result)
-    assert "| m | random | lrp | 2.000 | 5 | 1×fwdbwd→input@224 + 1×fwd@224 | 1.000 | 2.00 |" in text
-    assert "| m | random | x | 1.000 |  | n/a |" in text
+    assert "| m | random | lrp | 2 | 5 | 1×fwdbwd→input@224 + 1×fwd@224 | 1 | 2.00 |" in text
+    assert "| m | random | x | 0.001235 |  | n/a |" in text      # four significant digits: GPU rows read
+    assert "| m | random | rise | 3 | 2 | 257×fwd@224, norms folded | 2 | 1.50 |" in text
 
 
 def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
