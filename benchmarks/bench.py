@@ -458,11 +458,25 @@ def run(args) -> dict:
             logger.info("%s", row)
     return {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "device": device_name(device),
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
         "repeats": args.repeats, "min_seconds": args.min_seconds,
         "versions": library_versions(), "rows": rows,
     }
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else str(device)
+
+
+def write_results(result: dict, text: str, out: Path, name: str | None, prefix: str) -> Path:
+    """``result`` as ``out/<name>.json`` and ``text`` as ``out/<name>.md`` (default name:
+    ``<prefix>-<UTC time of the run>``); returns the Markdown file's path."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = name or f"{prefix}-" + result["when"].replace(":", "").replace("-", "")
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2))
+    (out / f"{stem}.md").write_text(text)
+    return out / f"{stem}.md"
 
 
 def markdown(result: dict) -> str:
@@ -524,13 +538,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stamp = result["when"].replace(":", "").replace("-", "")
     text = markdown(result)
-    stem = args.name or f"bench-{stamp}"
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{stem}.md").write_text(text)
-    logger.info("results written to %s", args.out / f"{stem}.md")
+    logger.info("results written to %s", write_results(result, text, args.out, args.name, "bench"))
     print(text)
     return 0
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import logging
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.bench import RESULTS, get_classifier, photos
+from benchmarks.bench import RESULTS, device_name, get_classifier, photos, write_results
 from explain.core.engine import explain, library_versions
 from explain.core.hooks import count_hooks
 from explain.core.registry import get_method_class, methods_for
@@ -134,7 +133,7 @@ def run(args) -> dict:
             logger.info("%s", row)
     return {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "device": device_name(device),
         "cpu_threads": torch.get_num_threads(),
         "tf32": {"matmul": torch.backends.cuda.matmul.allow_tf32, "cudnn": torch.backends.cudnn.allow_tf32},
         "versions": library_versions(), "rows": rows,
@@ -185,10 +184,7 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     result = run(args)
     text = markdown(result)
-    args.out.mkdir(parents=True, exist_ok=True)
-    stem = args.name or "agreement-" + result["when"].replace(":", "").replace("-", "")
-    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=2))
-    (args.out / f"{stem}.md").write_text(text)
+    write_results(result, text, args.out, args.name, "agreement")
     print(text)
     return 0
 
