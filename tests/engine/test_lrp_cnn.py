@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from zennit.attribution import Gradient
 from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.torchvision import ResNetBasicBlockCanonizer
 
 from explain.core.engine import explain
 from explain.core.handle import Classifier
@@ -22,6 +23,7 @@ from explain.core.hooks import count_hooks
 from explain.core.relevance import rules
 from explain.core.relevance.cnn import (
     MergeBatchNormAtomic,
+    ResNetBasicBlockSumCanonizer,
     TimmResidualCanonizer,
     cnn_relevance,
     make_composite,
@@ -183,6 +185,25 @@ def test_residual_canonizer_is_what_makes_efficientnet_conserve():
     explained = logits[0, 3].detach()
     # the bare "+" hands both branches the full relevance: the total grows
     assert (relevance.sum() - explained).abs() > 0.05 * explained.abs()
+
+
+def test_resnet_sum_canonizer_gives_zennits_relevance():
+    """Our ResNet canonizers stack the skip addition on the first dimension; zennit's stack on the last."""
+    model = randomise_biases(random_classifier("resnet18", num_classes=10).module).double()
+    x = random_images(2, 64).double()
+    targets = torch.tensor([3, 5])
+
+    def relevance_with(resnet_canonizer):
+        composite = make_composite("epsilon_plus_box", LOW.double() + 0 * x, HIGH.double() + 0 * x)
+        composite.canonizers = [resnet_canonizer if isinstance(c, ResNetBasicBlockSumCanonizer) else c
+                                for c in composite.canonizers]
+        with Gradient(model=model, composite=composite) as attributor:
+            return attributor(x.clone().requires_grad_(True), logit_of_target(targets))[1]
+
+    ours = relevance_with(ResNetBasicBlockSumCanonizer())
+    theirs = relevance_with(ResNetBasicBlockCanonizer())
+    assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12 * float(theirs.abs().max()))
+    assert not torch.equal(ours, relevance_with(TimmResidualCanonizer()))    # no ResNet canonizer: differs
 
 
 def test_batch_norm_merge_finds_timm_batchnormact_and_undoes_itself():

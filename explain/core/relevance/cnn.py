@@ -19,12 +19,12 @@ Canonizers make the model fit the rules and are undone on exit:
 
 - batch norm is folded into the preceding convolution (:class:`MergeBatchNormAtomic`, which,
   unlike zennit's ``SequentialMergeBatchNorm``, also finds timm's ``BatchNormAct2d`` — a batch
-  norm with its activation inside — and sets the folded norm's ``eps`` to 0 so it is exactly the
-  identity);
+  norm with its activation inside — and skips the folded norm's computation altogether);
 - residual additions become a zennit ``Sum`` module, so the sum rule splits relevance between
   the branches instead of the gradient copying it to both: zennit's canonizers for torchvision
-  ResNet blocks, and :class:`TimmResidualCanonizer` for timm's ``InvertedResidual`` and
-  ``DepthwiseSeparableConv`` (EfficientNet, MobileNet).
+  ResNet blocks (as :class:`ResNetBasicBlockSumCanonizer` and :class:`ResNetBottleneckSumCanonizer`,
+  which add along a leading dimension, see :func:`_residual_sum`), and :class:`TimmResidualCanonizer`
+  for timm's ``InvertedResidual`` and ``DepthwiseSeparableConv`` (EfficientNet, MobileNet).
 
 Conservation: by default every rule leaves the biases out (``ignore_bias``), so relevance only
 flows to the layer inputs and ``Σ R_input`` equals the explained logit up to the shares of ε
@@ -240,6 +240,50 @@ class MergeBatchNormAtomic(MergeBatchNorm):
         self.batch_norm.eps = self._eps
 
 
+def _residual_sum(sum_module: nn.Module, shortcut: Tensor, branch: Tensor) -> Tensor:
+    """``shortcut + branch`` through a zennit ``Sum(dim=0)``, whose rule splits the relevance in
+    proportion to the two terms. The operands are stacked on a new first dimension, not zennit's
+    last: then the two are contiguous halves, and the sum, the rule's products and the stack
+    itself run as plain element-wise passes that keep the operands' memory layout, where a
+    trailing pair dimension is a strided reduction (ResNet18: 9.6 ms of its 207 ms LRP of two images)."""
+    return sum_module(torch.stack([shortcut, branch], dim=0))
+
+
+class _SumOnFirstDimension:
+    """For zennit's torchvision ResNet canonizers: the block's ``Sum`` adds along dimension 0 and
+    the block's forward stacks there (:func:`_residual_sum`)."""
+
+    @classmethod
+    def _attribute_map(cls, name, module):
+        attributes = super()._attribute_map(name, module)
+        if attributes is not None:
+            attributes["canonizer_sum"] = Sum(dim=0)
+        return attributes
+
+
+class ResNetBasicBlockSumCanonizer(_SumOnFirstDimension, ResNetBasicBlockCanonizer):
+    """zennit's canonizer for torchvision's ``BasicBlock`` with the skip addition of :func:`_residual_sum`."""
+
+    @staticmethod
+    def forward(self, x: Tensor) -> Tensor:
+        branch = self.relu(self.bn1(self.conv1(x)))
+        branch = self.bn2(self.conv2(branch))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(_residual_sum(self.canonizer_sum, shortcut, branch))
+
+
+class ResNetBottleneckSumCanonizer(_SumOnFirstDimension, ResNetBottleneckCanonizer):
+    """The same for torchvision's ``Bottleneck``."""
+
+    @staticmethod
+    def forward(self, x: Tensor) -> Tensor:
+        branch = self.relu(self.bn1(self.conv1(x)))
+        branch = self.relu(self.bn2(self.conv2(branch)))
+        branch = self.bn3(self.conv3(branch))
+        shortcut = x if self.downsample is None else self.downsample(x)
+        return self.relu(_residual_sum(self.canonizer_sum, shortcut, branch))
+
+
 def _timm_block_types() -> tuple[type, ...]:
     from timm.models._efficientnet_blocks import DepthwiseSeparableConv, InvertedResidual
 
@@ -262,9 +306,9 @@ class TimmResidualCanonizer(AttributeCanonizer):
     def _attribute_map(cls, name: str, module: nn.Module):
         depthwise, inverted = _timm_block_types()
         if type(module) is inverted and module.has_skip:
-            return {"forward": cls._inverted_forward.__get__(module), "canonizer_sum": Sum()}
+            return {"forward": cls._inverted_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
         if type(module) is depthwise and module.has_skip:
-            return {"forward": cls._depthwise_forward.__get__(module), "canonizer_sum": Sum()}
+            return {"forward": cls._depthwise_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
         return None
 
     @staticmethod
@@ -276,7 +320,7 @@ class TimmResidualCanonizer(AttributeCanonizer):
         x = self.bn2(self.conv_dw(x))
         x = self.se(self.aa(x))
         x = self.bn3(self.conv_pwl(x))
-        return self.canonizer_sum(torch.stack([shortcut, self.drop_path(x)], dim=-1))
+        return _residual_sum(self.canonizer_sum, shortcut, self.drop_path(x))
 
     @staticmethod
     def _depthwise_forward(self, x: Tensor) -> Tensor:
@@ -286,7 +330,7 @@ class TimmResidualCanonizer(AttributeCanonizer):
         x = self.bn1(self.conv_dw(x))
         x = self.se(self.aa(x))
         x = self.bn2(self.conv_pw(x))
-        return self.canonizer_sum(torch.stack([shortcut, self.drop_path(x)], dim=-1))
+        return _residual_sum(self.canonizer_sum, shortcut, self.drop_path(x))
 
     def copy(self) -> "TimmResidualCanonizer":
         return TimmResidualCanonizer()
@@ -296,8 +340,8 @@ def canonizers() -> list:
     """Canonizers for every CNN the site loads; each one is a no-op on models it does not match."""
     return [
         MergeBatchNormAtomic(),
-        ResNetBottleneckCanonizer(),
-        ResNetBasicBlockCanonizer(),
+        ResNetBottleneckSumCanonizer(),
+        ResNetBasicBlockSumCanonizer(),
         TimmResidualCanonizer(),
     ]
 
@@ -381,6 +425,6 @@ def cnn_relevance(
 
 
 __all__ = [
-    "COMPOSITES", "MergeBatchNormAtomic", "TimmResidualCanonizer", "canonizers", "make_composite",
-    "cnn_relevance",
+    "COMPOSITES", "MergeBatchNormAtomic", "ResNetBasicBlockSumCanonizer", "ResNetBottleneckSumCanonizer",
+    "TimmResidualCanonizer", "canonizers", "make_composite", "cnn_relevance",
 ]
