@@ -109,9 +109,12 @@ def test_rise_keeps_the_square_random_stream():
     assert torch.equal(shifts, torch.randint(0, 32, (10, 2), generator=g2))
 
 
-def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane():
+@pytest.mark.parametrize("shapes, chunk", [
+    ([(3, 5), (4, 7), (6, 9)], 2),
+    ([(3, 5), (24, 40), (31, 57)], 5),      # as large as the plane, and larger (columns nobody reads)
+])
+def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane(shapes, chunk):
     g = torch.Generator().manual_seed(3)
-    shapes = [(3, 5), (4, 7), (6, 9)]
     acts = [torch.randn(2, 5, h, w, generator=g) for h, w in shapes]
     grads = [torch.randn(2, 5, h, w, generator=g) for h, w in shapes]
     share = torch.tensor([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
@@ -123,5 +126,5 @@ def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane():
     a_bar = sum(share[:, t, None, None, None] * up(a) for t, a in enumerate(acts))
     g_bar = sum(share[:, t, None, None, None] * up(gr) for t, gr in enumerate(grads))
     expected = (a_bar * g_bar).sum(dim=1)
-    got = resized_channel_product(acts, grads, share, plane, channel_chunk=2)
+    got = resized_channel_product(acts, grads, share, plane, channel_chunk=chunk)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
