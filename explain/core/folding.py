@@ -43,7 +43,7 @@ def norm_without_normalisation(norm: nn.Module) -> Callable[[Tensor], Tensor] | 
     """What ``norm`` computes once its affine map is folded away, or None if it is not foldable."""
     if not isinstance(norm, _BatchNorm) or norm.training or norm.running_mean is None:
         return None
-    if type(norm) in (nn.BatchNorm2d,):
+    if type(norm) is nn.BatchNorm2d:
         return lambda x: x
     if type(norm).__name__ == "BatchNormAct2d" and hasattr(norm, "act") and hasattr(norm, "drop"):
         return lambda x: norm.act(norm.drop(x))          # timm: norm, dropout (eval: none), activation

@@ -300,9 +300,10 @@ LAYER_PARAM = Param(
 #: per-image cost of a forward pass is lowest at small batches, where a batch's activations stay
 #: in cache. Measured on 2 cores, ms per image at batches of 4 / 8 / 16 (fastest of 8–30 runs,
 #: interleaved): EfficientNet-Lite0 8.9 / 9.4 / 11.7, ResNet18 20.7 / 18.9 / 20.1, VGG19
-#: 207.6 / 202.5 / 200.5; ViT-B/16 is flat from 4 on. 8 is within 6 % of the best for each.
-#: An accelerator wants many images per pass to fill its cores. A model may name its own CPU
-#: number (``Classifier.cpu_batch_size``; EfficientNet-Lite0 runs best at 4).
+#: 207.6 / 202.5 / 200.5; ViT-B/16 is flat from 4 on. A model may name its own CPU number
+#: (``Classifier.cpu_batch_size``): whole methods on EfficientNet-Lite0, whose passes are
+#: memory-bound, run faster at 4 than its forward pass alone suggests (Group-CAM 1.24×).
+#: An accelerator wants many images per pass to fill its cores.
 CPU_BATCH_SIZE = 8
 ACCELERATOR_BATCH_SIZE = 64
 

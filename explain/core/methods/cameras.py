@@ -104,24 +104,22 @@ def resized_channel_product(
                 for j, l0 in enumerate(starts):
                     blocks[j].addmm_(a_cols[s][j, sl].t(), g_cols[t][sl, l0:l0 + span].reshape(sl.stop - sl.start, -1))
             blocks = blocks.view(len(starts), h_s, span, h_t)
-            (r0, r1, wr), (q0, q1, wq) = rows[s], rows[t]
             # Σ_{r,q} R_s[y, r] R_t[y, q] N[j, r, m, q] over the two taps of each: H×w_s×n (the
             # gathered row index comes first)
-            by_row = ((wr[0] * wq[0])[:, None, None] * blocks[:, r0, :, q0]
-                      + (wr[0] * wq[1])[:, None, None] * blocks[:, r0, :, q1]
-                      + (wr[1] * wq[0])[:, None, None] * blocks[:, r1, :, q0]
-                      + (wr[1] * wq[1])[:, None, None] * blocks[:, r1, :, q1])
+            by_row = sum((w_r * w_q)[:, None, None] * blocks[:, r, :, q]
+                         for r, w_r in rows[s] for q, w_q in rows[t])
             out[i].addmm_(by_row.reshape(height, -1), pair_weights.t(), alpha=float(weight))
     return out
 
 
-def _two_taps(resize: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The two source indices and weights of each output row of a bilinear resizing matrix
-    (``H×h``): ``(r0, r1, weights 2×H)``; a row with one tap gets a second of weight 0."""
+def _two_taps(resize: Tensor) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+    """The two source indices of each output row of a bilinear resizing matrix (``H×h``) with
+    their weights, ``((index, weight), (index, weight))`` of ``H`` entries each; a row with one
+    tap gets a second of weight 0."""
     top = resize.topk(2, dim=1)
     first, second = top.indices.min(dim=1).values, top.indices.max(dim=1).values
     rows = torch.arange(resize.shape[0], device=resize.device)
-    return first, second, torch.stack([resize[rows, first], torch.where(second != first, resize[rows, second], 0.0)])
+    return (first, resize[rows, first]), (second, torch.where(second != first, resize[rows, second], 0.0))
 
 
 def _column_windows(cols_s: Tensor, cols_t: Tensor) -> tuple[list[int], int, Tensor]:
