@@ -24,6 +24,7 @@ import datetime as dt
 import json
 import logging
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -460,6 +461,7 @@ def run(args) -> dict:
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device),
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
+        "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
         "repeats": args.repeats, "min_seconds": args.min_seconds,
         "versions": library_versions(), "rows": rows,
     }
@@ -483,8 +485,10 @@ def markdown(result: dict) -> str:
     lines = [
         f"# Explainer benchmark ({result['when']})",
         "",
-        f"Device: {result['device']}, torch threads: {result['threads']}; versions: "
-        + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
+        f"Device: {result['device']}, torch threads: {result['threads']}"
+        + ("" if result.get("huge_pages") is None else
+           f", CPU tensors on huge pages: {'yes' if result['huge_pages'] else 'no'} (THP_MEM_ALLOC_ENABLE)")
+        + "; versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
         "Seconds per image of `explain()` on a batch, the fastest of *runs* timed runs (each followed by a "
         "run of the floor's passes); *floor*: the same passes measured alone at the best "

@@ -107,6 +107,8 @@ def test_caps_and_labels():
     assert "| m | random | lrp | 2 | 5 | 1×fwdbwd→input@224 + 1×fwd@224 | 1 | 2.00 |" in text
     assert "| m | random | x | 0.001235 |  | n/a |" in text      # four significant digits: GPU rows read
     assert "| m | random | rise | 3 | 2 | 257×fwd@224, norms folded | 2 | 1.50 |" in text
+    assert "huge pages" not in text                    # tables written before the setting existed
+    assert "CPU tensors on huge pages: yes" in markdown({**result, "huge_pages": True})
 
 
 def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):

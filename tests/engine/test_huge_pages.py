@@ -1,0 +1,69 @@
+"""Importing the core (or the site) puts PyTorch's large CPU tensors on transparent huge pages.
+
+Each probe runs in a fresh interpreter, because PyTorch reads ``THP_MEM_ALLOC_ENABLE`` once, at
+the process's first tensor allocation. Whether a 64 MB tensor landed on huge pages is read
+from the kernel's own accounting (``AnonHugePages`` in ``/proc/self/smaps_rollup``).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SETTING = "THP_MEM_ALLOC_ENABLE"
+
+PROBE = """
+import json, os
+import {module}
+import torch
+
+def huge_kb():
+    with open("/proc/self/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("AnonHugePages:"):
+                return int(line.split()[1])
+    return 0
+
+before = huge_kb()
+x = torch.ones(16 << 20)  # 64 MB, every page written
+print(json.dumps({{"setting": os.environ.get("{setting}"), "huge_kb": huge_kb() - before}}))
+"""
+
+
+def kernel_thp_mode() -> str:
+    """The kernel's transparent-huge-page mode: ``always``, ``madvise`` or ``never``."""
+    text = Path("/sys/kernel/mm/transparent_hugepage/enabled").read_text()
+    return text[text.index("[") + 1:text.index("]")]
+
+
+def probe(module: str, setting: str | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != SETTING}
+    if setting is not None:
+        env[SETTING] = setting
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run([sys.executable, "-c", PROBE.format(module=module, setting=SETTING)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("module", ["explain", "saliency_site"])
+def test_importing_the_core_or_the_site_puts_large_tensors_on_huge_pages(module):
+    result = probe(module, setting=None)
+    assert result["setting"] == "1"
+    if kernel_thp_mode() == "never":
+        assert result["huge_kb"] == 0       # the kernel gives none to anybody
+    else:
+        assert result["huge_kb"] >= 32 * 1024, result
+
+
+def test_an_operator_can_turn_huge_pages_off():
+    result = probe("explain", setting="0")
+    assert result["setting"] == "0"
+    if kernel_thp_mode() != "always":       # "always" gives huge pages whatever PyTorch asks
+        assert result["huge_kb"] == 0, result
