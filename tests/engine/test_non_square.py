@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from explain.core.engine import explain
 from explain.core.enhance import crop_windows, window_positions
-from explain.core.methods.cameras import resized_channel_product
+from explain.core.methods.cameras import product_by_column_grams, product_by_column_windows, resized_channel_product
 from explain.core.methods.msgcam import multiscale_captures
 from explain.core.methods.rise import rise_grids, rise_masks
 from explain.core.ops import scaled_sizes
@@ -109,11 +109,13 @@ def test_rise_keeps_the_square_random_stream():
     assert torch.equal(shifts, torch.randint(0, 32, (10, 2), generator=g2))
 
 
+@pytest.mark.parametrize("product", [resized_channel_product, product_by_column_windows, product_by_column_grams])
 @pytest.mark.parametrize("shapes, chunk", [
     ([(3, 5), (4, 7), (6, 9)], 2),
     ([(3, 5), (24, 40), (31, 57)], 5),      # as large as the plane, and larger (columns nobody reads)
 ])
-def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane(shapes, chunk):
+def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane(product, shapes, chunk):
+    # resized_channel_product runs the column windows on the CPU, the Gram matrices elsewhere
     g = torch.Generator().manual_seed(3)
     acts = [torch.randn(2, 5, h, w, generator=g) for h, w in shapes]
     grads = [torch.randn(2, 5, h, w, generator=g) for h, w in shapes]
@@ -126,5 +128,5 @@ def test_cameras_product_equals_resizing_each_channel_on_a_wide_plane(shapes, ch
     a_bar = sum(share[:, t, None, None, None] * up(a) for t, a in enumerate(acts))
     g_bar = sum(share[:, t, None, None, None] * up(gr) for t, gr in enumerate(grads))
     expected = (a_bar * g_bar).sum(dim=1)
-    got = resized_channel_product(acts, grads, share, plane, channel_chunk=chunk)
+    got = product(acts, grads, share, plane, channel_chunk=chunk)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
