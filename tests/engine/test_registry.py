@@ -101,6 +101,23 @@ def test_batch_size_defaults_to_the_device_and_is_recorded(cnn, key):
     assert e.manifest["params"]["batch_size"] == 8
 
 
+@pytest.mark.parametrize("key", ["lrp", "partial_lrp", "transformer_attribution", "attention_rollout", "gradient_rollout"])
+def test_methods_keeping_every_layer_take_8_images_per_chunk_on_a_cpu_and_32_elsewhere(cnn, key):
+    method = get_method_class(key)
+    [param] = [p for p in method.params if p.name == "batch_size"]
+    assert param.to_schema()["default"] is None and "empty: 8 on a CPU, 32 on a GPU" in param.help
+    meta = dataclasses.replace(cnn, module=copy.deepcopy(cnn.module).to("meta"))
+    # the model's own CPU number is for perturbation passes, not for chunks that keep every layer
+    for classifier, expected in [(cnn, 8), (dataclasses.replace(cnn, cpu_batch_size=3), 8), (meta, 32)]:
+        assert param.default_for(classifier) == expected
+    if "cnn" in method.families:
+        assert method.resolve_params(cnn, {})["batch_size"] == 8
+        assert method.resolve_params(meta, {})["batch_size"] == 32
+        assert method.resolve_params(cnn, {"batch_size": "3"})["batch_size"] == 3
+        [e] = explain(cnn, torch.randn(1, 3, 32, 32), key)
+        assert e.manifest["params"]["batch_size"] == 8
+
+
 def test_hook_session_restores_state_and_propagates_errors(cnn):
     module = cnn.module
     flags = [p.requires_grad for p in module.parameters()]

@@ -71,7 +71,7 @@ class AttentionRollout(OwnForwardMethod):
         Param("discard_ratio", "float", 0.0, minimum=0.0, maximum=0.99,
               help="Fraction of the smallest fused attention values zeroed in each block before "
                    "rollout (0 in the paper; 0.9 is a common choice for sharper maps)."),
-        batch_size_param(8, "images"),
+        batch_size_param("images", keeps_activations=True),
     )
 
     def maps_and_logits(self, classifier, inputs, targets, params):

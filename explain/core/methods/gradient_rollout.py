@@ -30,7 +30,7 @@ class GradientRollout(OwnForwardMethod):
     label: ClassVar[str] = "Gradient Rollout"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
     uses_gradients: ClassVar[bool] = True
-    params: ClassVar[tuple[Param, ...]] = (batch_size_param(8, "images"),)
+    params: ClassVar[tuple[Param, ...]] = (batch_size_param("images", keeps_activations=True),)
 
     def maps_and_logits(self, classifier, inputs, targets, params):
         trace = trace_vit(classifier.module, inputs)

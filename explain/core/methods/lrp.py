@@ -69,7 +69,7 @@ class LRP(OwnForwardMethod):
         Param("ignore_bias", "bool", True,
               help="Leave biases out of the CNN rules so the whole logit reaches the pixels (on); "
                    "off, biases absorb their share as in textbook LRP. ViT rules always leave them out."),
-        batch_size_param(8, "images"),
+        batch_size_param("images", keeps_activations=True),
     )
 
     def maps_and_logits(self, classifier, inputs, targets, params):

@@ -30,7 +30,7 @@ class PartialLRP(OwnForwardMethod):
     label: ClassVar[str] = "Partial LRP"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
     uses_gradients: ClassVar[bool] = False
-    params: ClassVar[tuple[Param, ...]] = (batch_size_param(8, "images"),)
+    params: ClassVar[tuple[Param, ...]] = (batch_size_param("images", keeps_activations=True),)
 
     def maps_and_logits(self, classifier, inputs, targets, params):
         # no gradient needed, and relevance only has to get through the head and the last block

@@ -39,7 +39,7 @@ class TransformerAttribution(OwnForwardMethod):
         Param("start_block", "int", 0, minimum=0, maximum=1000,
               help="First block (0-based) included in the product; earlier blocks are left out "
                    "(the authors' start_layer, 0 in the paper)."),
-        batch_size_param(8, "images"),
+        batch_size_param("images", keeps_activations=True),
     )
 
     def maps_and_logits(self, classifier, inputs, targets, params):
