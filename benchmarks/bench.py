@@ -7,13 +7,13 @@
 
 For every (model, method): the seconds per image of :func:`explain.core.engine.explain` on a
 batch of ``--images`` photos; the forward/backward passes the method needs per image (its
-*pass plan*); the *floor*, the cost of exactly those passes measured in the same run at the
-best batch size; and their ratio. For the gradient CAM family it also times
+*pass plan*); the *floor*, the cost of exactly those passes for the same images through the
+plain model, each kind at its best batch size, measured in the same run; and their ratio. For the gradient CAM family it also times
 pytorch-grad-cam on the same batch and layer, checks that the maps are equal (Pearson ≥ 0.999
 after min-max normalisation) and reports the speed ratio. Results go to
 ``benchmarks/results/<name>.{json,md}`` (``--name``, default ``bench-<timestamp>``). Timings on a shared machine vary: the method, its floor and
-pytorch-grad-cam are timed in alternation and the fastest run counts: at least ``--repeats``
-runs, more for fast methods (until their runs took ``--min-seconds`` together).
+pytorch-grad-cam are timed in alternation, each run as a whole, and the fastest run counts: at
+least ``--repeats`` runs, more for fast methods (until their runs took ``--min-seconds`` together).
 Models without real weights on disk are benchmarked with random weights (the cost is the same).
 """
 from __future__ import annotations
@@ -266,7 +266,8 @@ def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets
 
 
 class UnitCosts:
-    """Seconds per image of one pass kind at one input size, the best over batch sizes."""
+    """Seconds per image of one pass kind at one input size, the best over batch sizes: how the
+    floor picks the batch size of each of its pass kinds."""
 
     def __init__(self, classifier, layer: str | None, x: torch.Tensor, batch_sizes, repeats: int,
                  folded: bool = False):
@@ -275,47 +276,57 @@ class UnitCosts:
         self.cache: dict[tuple[str, int, int], tuple[float, int]] = {}
 
     def cost(self, kind: str, size: int, cap: int) -> float:
-        """The best per-image time so far over ``--batch-sizes`` no larger than ``cap``, the
-        number of such passes the batch holds (four images need four gradient passes: they
-        cannot be batched by 32)."""
+        """The best per-image time over ``--batch-sizes`` no larger than ``cap``, the number of
+        such passes the batch holds (four images need four gradient passes: they cannot be
+        batched by 32)."""
         key = (kind, size, cap)
         if key not in self.cache:
             self.cache[key] = self._measure(kind, size, self._sizes(cap))
         return self.cache[key][0]
 
-    def refresh(self, kind: str, size: int, cap: int) -> None:
-        """Time the unit again at every candidate batch size (interleaved with the method's
-        runs, so that both see the same machine load); the minimum is kept."""
-        key = (kind, size, cap)
-        again = self._measure(kind, size, self._sizes(cap), warm=False)
-        self.cache[key] = min(self.cache[key], again)
-
     def batch(self, kind: str, size: int, cap: int) -> int:
         return self.cache[(kind, size, cap)][1]
+
+    def plan_seconds(self, plan, caps, images: int) -> float:
+        """Seconds of one run of every pass of ``plan`` for ``images`` images: ``count × images``
+        passes of each kind, in batches of its best size (:meth:`cost` first). A last, partial
+        batch (or a fractional count) runs as a batch of the images still needed and counts for
+        the share of it that is needed."""
+        with folded_batch_norms(self.classifier.module) if self.folded else contextlib.nullcontext():
+            total = 0.0
+            for (kind, size, count), cap in zip(plan, caps):
+                batch = self.batch(kind, size, cap)
+                needed = count * images
+                while needed > 1e-9:
+                    b = min(batch, math.ceil(needed - 1e-9))
+                    share = min(1.0, needed / b)
+                    total += share * run_pass(self.classifier, self.layer, kind, *self._inputs(size, b))
+                    needed -= b
+        return total
 
     def _sizes(self, cap: int) -> list[int]:
         return sorted({min(b, cap) for b in self.batch_sizes})
 
-    def _measure(self, kind, size, batch_sizes, warm=True):
-        with folded_batch_norms(self.classifier.module) if self.folded else contextlib.nullcontext():
-            return self._measure_sizes(kind, size, batch_sizes, warm)
+    def _inputs(self, size: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``b`` of the photos (repeated as needed) at ``size``, and targets for them."""
+        xb = self.x[torch.arange(b) % len(self.x)]
+        if size != xb.shape[-1]:
+            xb = torch.nn.functional.interpolate(xb, size=(size, size), mode="bilinear", align_corners=False)
+        return xb, torch.zeros(b, dtype=torch.long, device=xb.device)
 
-    def _measure_sizes(self, kind, size, batch_sizes, warm):
-        best = (math.inf, 0)
-        for b in batch_sizes:
-            # large inputs: fewer images, as the methods do (same pixel budget)
-            if size > self.x.shape[-1]:
-                b = max(1, b * (self.x.shape[-1] ** 2) // (size * size))
-            xb = self.x[torch.arange(b) % len(self.x)]
-            if size != xb.shape[-1]:
-                xb = torch.nn.functional.interpolate(xb, size=(size, size), mode="bilinear", align_corners=False)
-            targets = torch.zeros(b, dtype=torch.long, device=xb.device)
-            if warm:
-                run_pass(self.classifier, self.layer, kind, xb, targets)
-            t = min(run_pass(self.classifier, self.layer, kind, xb, targets) for _ in range(self.repeats)) / b
-            if t < best[0]:
-                best = (t, b)
-        return best
+    def _measure(self, kind, size, batch_sizes):
+        with folded_batch_norms(self.classifier.module) if self.folded else contextlib.nullcontext():
+            best = (math.inf, 0)
+            for b in batch_sizes:
+                # large inputs: fewer images, as the methods do (same pixel budget)
+                if size > self.x.shape[-1]:
+                    b = max(1, b * (self.x.shape[-1] ** 2) // (size * size))
+                xb, targets = self._inputs(size, b)
+                run_pass(self.classifier, self.layer, kind, xb, targets)      # warm-up
+                t = min(run_pass(self.classifier, self.layer, kind, xb, targets) for _ in range(self.repeats)) / b
+                if t < best[0]:
+                    best = (t, b)
+            return best
 
 
 def _sync(device):
@@ -333,19 +344,19 @@ def _timed(fn) -> float:
 MAX_REPEATS = 30
 
 
-def fastest_of(run, refresh, repeats: int, min_seconds: float, max_repeats: int = MAX_REPEATS) -> tuple[float, int]:
+def fastest_of(run, after_each, repeats: int, min_seconds: float, max_repeats: int = MAX_REPEATS) -> tuple[float, int]:
     """The fastest of the timed calls of ``run()`` and how many there were.
 
     ``run`` is called at least ``repeats`` times, and again while all its calls so far took less
     than ``min_seconds`` together (at most ``max_repeats`` calls): a method that takes 20 ms gets
     enough runs for its minimum to mean something on a noisy machine, one that takes a minute gets
-    ``repeats``. ``refresh()`` runs after every call (the floor's passes, re-timed in alternation).
+    ``repeats``. ``after_each()`` runs after every call (a run of the floor's passes, in alternation).
     """
     best, spent, calls = math.inf, 0.0, 0
     while calls < repeats or (spent < min_seconds and calls < max_repeats):
         seconds = _timed(run)
         best, spent, calls = min(best, seconds), spent + seconds, calls + 1
-        refresh()
+        after_each()
     return best, calls
 
 
@@ -422,12 +433,16 @@ def run(args) -> dict:
                 caps = [pass_cap(kind, count, len(x)) for kind, _, count in plan]
                 for (kind, size, _), cap in zip(plan, caps):
                     unit.cost(kind, size, cap)                  # picks the best batch size
-            def refresh_floor():
-                for (kind, size, _), cap in zip(plan or [], caps if plan else []):
-                    unit.refresh(kind, size, cap)
+            floor_runs = []
 
-            # Method and floor timed in alternation: a shared machine's load hits both alike.
-            seconds, repeats = fastest_of(lambda: explain(clf, x, key, params=params), refresh_floor,
+            def run_floor():
+                if plan is not None:
+                    floor_runs.append(unit.plan_seconds(plan, caps, len(x)))
+
+            # Method and floor run in alternation, each as a whole (the same work, as long, timed
+            # as often): a shared machine's load hits both alike, and neither gets the minimum of
+            # more or shorter timings than the other.
+            seconds, repeats = fastest_of(lambda: explain(clf, x, key, params=params), run_floor,
                                           args.repeats, args.min_seconds, MAX_REPEATS)
             per_image = seconds / len(x)
             row = {"model": model_name, "weights": weights, "method": key, "images": len(x), "repeats": repeats,
@@ -435,11 +450,15 @@ def run(args) -> dict:
                    "seconds_per_image": per_image}
             if plan is not None:
                 row["floor_folded"] = folded
-                floor = sum(count * unit.cost(kind, size, cap) for (kind, size, count), cap in zip(plan, caps))
+                floor = min(floor_runs) / len(x)
                 row.update({
                     "passes": [{"kind": k, "size": s, "count": round(c, 2), "floor_batch": unit.batch(k, s, cap)}
                                for (k, s, c), cap in zip(plan, caps)],
                     "floor_seconds_per_image": floor,
+                    # the sum of the per-pass minimums the batch sizes were picked by (shorter
+                    # timings, each the fastest of several: a lower, noisier bound)
+                    "floor_from_pass_minimums": sum(count * unit.cost(kind, size, cap)
+                                                    for (kind, size, count), cap in zip(plan, caps)),
                     "ratio_to_floor": per_image / floor,
                 })
             if key in CAM_FAMILY and not args.no_reference:
@@ -490,9 +509,10 @@ def markdown(result: dict) -> str:
            f", CPU tensors on huge pages: {'yes' if result['huge_pages'] else 'no'} (THP_MEM_ALLOC_ENABLE)")
         + "; versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
-        "Seconds per image of `explain()` on a batch, the fastest of *runs* timed runs (each followed by a "
-        "run of the floor's passes); *floor*: the same passes measured alone at the best "
-        "batch size; *pgc*: pytorch-grad-cam on the same batch and layer (maps compared by Pearson).",
+        "Seconds per image of `explain()` on a batch, the fastest of *runs* timed runs; *floor*: the "
+        "same passes for the same images through the plain model, each kind at its best batch size, run "
+        "as a whole after each run of the method, the fastest of as many runs; *pgc*: pytorch-grad-cam "
+        "on the same batch and layer (maps compared by Pearson).",
         "",
         "Passes (plain passes through the unmodified model, parameters frozen): *fwd* forward without "
         "gradient; *fwdbwd→layer* forward, then backward from the target logit to the method's layer; "

@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+import benchmarks.bench as bench
 from benchmarks.bench import (
     PASS_KINDS, PER_IMAGE, _attention_maps, markdown, pass_cap, pass_label, pass_plan, run_pass,
 )
@@ -111,9 +112,28 @@ def test_caps_and_labels():
     assert "CPU tensors on huge pages: yes" in markdown({**result, "huge_pages": True})
 
 
-def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
-    import benchmarks.bench as bench
+def test_the_floor_runs_every_pass_of_the_plan_in_batches_of_the_best_size(monkeypatch):
+    runs = []
 
+    def scripted_pass(classifier, layer, kind, xb, targets):
+        runs.append((kind, int(xb.shape[-1]), len(xb)))
+        return {"fwd": 0.01, "fwdbwd": 0.03, "bwd_attn": 0.05}[kind] * len(xb)   # linear in the batch
+
+    monkeypatch.setattr(bench, "run_pass", scripted_pass)
+    x = torch.randn(3, 3, 8, 8)
+    unit = bench.UnitCosts(classifier=None, layer=None, x=x, batch_sizes=[4], repeats=1)
+    # best batch sizes as picked by the short timings: 4 forward passes at a time, and one
+    # image per gradient pass at the larger size (the pixel budget)
+    unit.cache = {("fwd", 8, 100): (0.01, 4), ("fwdbwd", 12, 3): (0.03, 1), ("bwd_attn", 8, 3): (0.05, 1)}
+    plan = [("fwd", 8, 5.5), ("fwdbwd", 12, 1), ("bwd_attn", 8, 11 / 12)]
+    seconds = unit.plan_seconds(plan, [100, 3, 3], images=3)
+    # 16.5 forward passes: four batches of 4 and half of a batch of 1; three gradient passes of
+    # one image at 12×12; 2.75 backward passes: two whole, three quarters of a third
+    assert runs == [("fwd", 8, 4)] * 4 + [("fwd", 8, 1)] + [("fwdbwd", 12, 1)] * 3 + [("bwd_attn", 8, 1)] * 3
+    assert seconds == pytest.approx(16.5 * 0.01 + 3 * 0.03 + 2.75 * 0.05)
+
+
+def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
     # the clock is scripted (a loaded machine cannot make the count flaky); runs still happen
     durations = iter([0.05, 0.02, 0.04] + [0.03] * 50)
     monkeypatch.setattr(bench, "_timed", lambda fn: (fn(), next(durations))[1])
