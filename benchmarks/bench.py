@@ -265,6 +265,10 @@ def run_pass(classifier, layer: str | None, kind: str, xb: torch.Tensor, targets
         return time.perf_counter() - start
 
 
+#: Seconds of passes per timing sample when choosing a pass kind's batch size (see UnitCosts).
+SAMPLE_SECONDS = 0.5
+
+
 class UnitCosts:
     """Seconds per image of one pass kind at one input size, the best over batch sizes: how the
     floor picks the batch size of each of its pass kinds."""
@@ -323,10 +327,19 @@ class UnitCosts:
                     b = max(1, b * (self.x.shape[-1] ** 2) // (size * size))
                 xb, targets = self._inputs(size, b)
                 run_pass(self.classifier, self.layer, kind, xb, targets)      # warm-up
-                t = min(run_pass(self.classifier, self.layer, kind, xb, targets) for _ in range(self.repeats)) / b
+                t = min(self._sample(kind, xb, targets) for _ in range(self.repeats)) / b
                 if t < best[0]:
                     best = (t, b)
             return best
+
+    def _sample(self, kind, xb, targets) -> float:
+        """Seconds per pass, over as many passes as fill :data:`SAMPLE_SECONDS` (at least one):
+        a batch size is judged by as much work at 1 image per pass as at 32."""
+        spent, calls = 0.0, 0
+        while calls == 0 or spent < SAMPLE_SECONDS:
+            spent += run_pass(self.classifier, self.layer, kind, xb, targets)
+            calls += 1
+        return spent / calls
 
 
 def _sync(device):
@@ -428,7 +441,7 @@ def run(args) -> dict:
                 layer = params.get("layer") or clf.default_layer("tokens" if clf.family == "vit" else "cam")
                 folded = runs_folded(method, clf)
                 if (layer, folded) not in units:
-                    units[layer, folded] = UnitCosts(clf, layer, x, args.batch_sizes, 1, folded)
+                    units[layer, folded] = UnitCosts(clf, layer, x, args.batch_sizes, 2, folded)
                 unit = units[layer, folded]
                 caps = [pass_cap(kind, count, len(x)) for kind, _, count in plan]
                 for (kind, size, _), cap in zip(plan, caps):
@@ -455,9 +468,9 @@ def run(args) -> dict:
                     "passes": [{"kind": k, "size": s, "count": round(c, 2), "floor_batch": unit.batch(k, s, cap)}
                                for (k, s, c), cap in zip(plan, caps)],
                     "floor_seconds_per_image": floor,
-                    # the sum of the per-pass minimums the batch sizes were picked by (shorter
-                    # timings, each the fastest of several: a lower, noisier bound)
-                    "floor_from_pass_minimums": sum(count * unit.cost(kind, size, cap)
+                    # the same passes from the timings that picked the batch sizes (each pass
+                    # kind timed alone, before the method: a cross-check of the floor)
+                    "floor_from_batch_size_timings": sum(count * unit.cost(kind, size, cap)
                                                     for (kind, size, count), cap in zip(plan, caps)),
                     "ratio_to_floor": per_image / floor,
                 })

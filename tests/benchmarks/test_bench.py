@@ -133,6 +133,30 @@ def test_the_floor_runs_every_pass_of_the_plan_in_batches_of_the_best_size(monke
     assert seconds == pytest.approx(16.5 * 0.01 + 3 * 0.03 + 2.75 * 0.05)
 
 
+def test_batch_sizes_are_judged_by_samples_of_equal_time(monkeypatch):
+    runs = []
+    per_image = {1: 0.0625, 2: 0.03125, 4: 0.046875}           # batch 2 is the best per image (exact in binary)
+
+    def scripted_pass(classifier, layer, kind, xb, targets):
+        runs.append(len(xb))
+        return per_image[len(xb)] * len(xb)
+
+    monkeypatch.setattr(bench, "run_pass", scripted_pass)
+    unit = bench.UnitCosts(classifier=None, layer=None, x=torch.randn(2, 3, 8, 8), batch_sizes=[1, 2, 4],
+                           repeats=2)
+    assert unit.cost("fwd", 8, cap=4) == pytest.approx(0.03125)
+    assert unit.batch("fwd", 8, cap=4) == 2
+    # per batch size: a warm-up pass, then two samples of passes until 0.5 s is spent: 0.0625 s
+    # per pass for batches of 1 and 2 (8 passes), 0.1875 s for 4 (3 passes)
+    assert bench.SAMPLE_SECONDS == 0.5
+    calls = {1: 8, 2: 8, 4: 3}
+    assert runs == [b for b in (1, 2, 4) for _ in range(1 + 2 * calls[b])]
+    # a larger input keeps the pixel budget: a batch of 4 at 8×8 becomes 1 at 16×16
+    runs.clear()
+    unit.cost("fwd", 16, cap=4)
+    assert set(runs) == {1}
+
+
 def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
     # the clock is scripted (a loaded machine cannot make the count flaky); runs still happen
     durations = iter([0.05, 0.02, 0.04] + [0.03] * 50)
