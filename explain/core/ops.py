@@ -15,12 +15,10 @@ from torch import Tensor
 def norm(x: Tensor) -> Tensor:
     """Min–max to ``[0, 1]`` over the last two dimensions; a constant map becomes all zeros."""
     flat = x.flatten(-2)
-    lo = flat.min(dim=-1, keepdim=True).values
-    hi = flat.max(dim=-1, keepdim=True).values
+    lo, hi = torch.aminmax(flat, dim=-1, keepdim=True)
     span = hi - lo
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    out = torch.where(span > 0, (flat - lo) / safe, torch.zeros_like(flat))
-    return out.view_as(x)
+    # a constant map has x − lo = 0 everywhere, and 0 / 1 keeps it 0: two passes over the maps
+    return (flat - lo).div_(torch.where(span > 0, span, 1.0)).view_as(x)
 
 
 def as_plane(size: int | tuple[int, int]) -> tuple[int, int]:

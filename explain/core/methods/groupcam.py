@@ -35,7 +35,7 @@ def group_sum(maps: Tensor, groups: int) -> Tensor:
 def denoise(maps: Tensor, q: float) -> Tensor:
     """Zero every value at or below the ``q``-th percentile of its own map (``…×H×W``)."""
     threshold = percentile(maps, q)[..., None, None]
-    return torch.where(maps > threshold, maps, torch.zeros_like(maps))
+    return torch.where(maps > threshold, maps, 0.0)
 
 
 def perturbation_weighted_map(
