@@ -5,6 +5,7 @@ All work on batches of maps ``…×H×W`` (the last two dimensions are the image
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -108,10 +109,23 @@ def percentile(x: Tensor, q: float) -> Tensor:
     frac = pos - lo
     if flat.device.type == "cpu" and flat.dtype in (torch.float32, torch.float64):
         # Selection instead of a full sort: numpy's introselect is ~6x faster than torch.sort
-        # on 32 maps of 224×224 (this runs once per Group-CAM/MSG-CAM explanation).
-        picked = np.partition(flat.detach().numpy(), sorted({lo, hi}), axis=-1)
-        low = torch.from_numpy(np.ascontiguousarray(picked[..., lo]))
-        high = torch.from_numpy(np.ascontiguousarray(picked[..., hi]))
+        # on 32 maps of 224×224 (this runs once per Group-CAM/MSG-CAM explanation). numpy runs it
+        # on one thread without holding the GIL, so the maps are split over torch's threads
+        # (2 cores: 35.8 → 18.7 ms for 64 maps of 224×224).
+        rows = flat.detach().reshape(-1, n).numpy()
+
+        def pick(part: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            picked = np.partition(part, sorted({lo, hi}), axis=-1)
+            return picked[:, lo], picked[:, hi]
+
+        workers = min(torch.get_num_threads(), rows.shape[0])
+        if workers > 1:
+            with ThreadPoolExecutor(workers) as pool:
+                parts = list(pool.map(pick, np.array_split(rows, workers)))
+        else:
+            parts = [pick(rows)]
+        low = torch.from_numpy(np.concatenate([p[0] for p in parts])).reshape(flat.shape[:-1])
+        high = torch.from_numpy(np.concatenate([p[1] for p in parts])).reshape(flat.shape[:-1])
     else:
         ranked = flat.sort(dim=-1).values
         low, high = ranked[..., lo], ranked[..., hi]

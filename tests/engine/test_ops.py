@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.functional import gaussian_blur
@@ -23,6 +24,22 @@ def test_percentile_matches_numpy():
     for q in (0, 12.5, 70, 99.9, 100):
         expected = np.percentile(x.numpy().reshape(4, -1), q, axis=1)
         np.testing.assert_allclose(percentile(x, q).numpy(), expected, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(9, 11), (1, 9, 11), (5, 9, 11), (2, 3, 9, 11)])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_percentile_of_any_leading_shape_is_the_same_on_any_number_of_threads(shape, threads):
+    # the maps are split over torch's threads for the selection
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    expected = np.percentile(x.numpy().reshape(-1, shape[-2] * shape[-1]), 70, axis=1).reshape(shape[:-2])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads)
+        got = percentile(x, 70)
+    finally:
+        torch.set_num_threads(before)
+    assert got.shape == shape[:-2] and got.dtype == torch.float64
+    np.testing.assert_allclose(got.numpy(), expected, rtol=1e-12)
 
 
 def test_denoise_keeps_values_strictly_above_the_percentile():
