@@ -300,11 +300,14 @@ class UnitCosts:
             total = 0.0
             for (kind, size, count), cap in zip(plan, caps):
                 batch = self.batch(kind, size, cap)
+                inputs = {}                       # built once per batch size, not once per pass
                 needed = count * images
                 while needed > 1e-9:
                     b = min(batch, math.ceil(needed - 1e-9))
+                    if b not in inputs:
+                        inputs[b] = self._inputs(size, b)
                     share = min(1.0, needed / b)
-                    total += share * run_pass(self.classifier, self.layer, kind, *self._inputs(size, b))
+                    total += share * run_pass(self.classifier, self.layer, kind, *inputs[b])
                     needed -= b
         return total
 
