@@ -140,6 +140,17 @@ def test_fallback_by_hand_beside_a_live_unit_and_padding():
     assert torch.allclose(got, expected, rtol=1e-15, atol=0)
 
 
+def test_a_quotient_that_overflows_is_dropped_not_carried_as_inf():
+    # float32: z⁺ = 1e-20 · 1e-19 = 1e-39 (subnormal, but not zero), so R / z⁺ = 1e39 overflows
+    x = torch.tensor([1e-20, 1.0]).view(1, 1, 1, 2)
+    w = torch.tensor([1e-19, 1.0]).view(2, 1, 1, 1)          # a 1×1 convolution to two channels
+    r = torch.tensor([[[[1.0, 0.0]], [[0.0, 2.0]]]])
+    got = rules.conv2d_zplus_wsquare(x, w, r)
+    assert torch.isfinite(got).all()
+    # the other unit's relevance is untouched; the overflowing one is lost rather than inf
+    assert torch.equal(got, torch.tensor([[[[0.0, 2.0]]]]))
+
+
 def test_strided_relevance_gives_the_same_result():
     # relevance arriving through a residual sum is a slice of a stacked tensor
     x, w, r, kwargs = case("plain", signed=True, seed=5)

@@ -212,7 +212,9 @@ def conv2d_zplus_wsquare(
     terms are left out; the w² back-projection runs only when some unit has ``z⁺_j = 0`` and
     ``R_j ≠ 0`` (otherwise every ``t_j`` is 0). Signed inputs of an ungrouped convolution take
     both z⁺ terms in one convolution over twice the channels: the same sums, in another order
-    (float rounding only).
+    (float rounding only). A quotient ``R_j / z⁺_j`` that overflows the float type (a live
+    unit's ``z⁺_j`` below about ``|R_j| · 1e-38`` in float32) is zeroed like a dead unit's,
+    where a plain division would carry ``inf`` into the map.
     """
     conv = lambda inp, w: torch.nn.functional.conv2d(inp, w, None, stride, padding, dilation, groups)  # noqa: E731
     back = lambda w, s: conv2d_back(x.shape, w, s, stride, padding, dilation, groups)  # noqa: E731
@@ -241,26 +243,48 @@ def conv2d_zplus_wsquare(
     else:
         x_pos, x_neg, w_neg = x.clamp(min=0), x.clamp(max=0), weight.clamp(max=0)
         z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
-    # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0. The
-    # division gives inf/NaN only at dead units, which the fill overwrites with 0.
-    dead = z_plus <= 0
-    s = (relevance / z_plus).masked_fill_(dead, 0.0)
-    if inputs is not None:
-        result = conv2d_back(inputs.shape, weights, s, stride, padding, dilation, groups).mul_(inputs)
-        if signed:
-            result = result[:, :channels] + result[:, channels:]
+    # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0, and only
+    # there does the quotient give ±inf (R ≠ 0) or NaN (R = 0): nan_to_num_ zeroes exactly those.
+    # No boolean mask: on the CPU a masked fill or a where over a mask costs 3–4 times a division.
+    s = torch.div(relevance, z_plus).nan_to_num_(0.0, 0.0, 0.0)
+    fallback = _dead_unit_relevance(x, weight, relevance, z_plus, conv) if bool(z_plus.amin() <= 0) else None
+    # (Σ_j w⁺_ij s_j or Σ_j w⁻_ij s_j, the inputs it multiplies) for every z⁺ term
+    if inputs is None:
+        products = [(back(w_pos, s), x_pos), (back(w_neg, s), x_neg)]
     else:
-        result = back(w_pos, s).mul_(x_pos).add_(back(w_neg, s).mul_(x_neg))
-    dead_relevance = torch.where(dead, relevance, 0.0)
+        back_projection = conv2d_back(inputs.shape, weights, s, stride, padding, dilation, groups)
+        if signed:
+            products = [(back_projection[:, :channels], inputs[:, :channels]),
+                        (back_projection[:, channels:], inputs[:, channels:])]
+        else:
+            products = [(back_projection, inputs)]
+    # summed in place, each product in the pass that adds it (addcmul)
+    if fallback is not None:
+        result = back(*fallback)
+    elif len(products) == 1:
+        back_projection, values = products.pop()
+        result = back_projection.mul_(values)       # a fresh tensor of its own
+    else:
+        result = torch.mul(*products.pop(0))        # a view of half the channels
+    for back_projection, values in products:
+        result.addcmul_(back_projection, values)
+    return result
+
+
+def _dead_unit_relevance(x: Tensor, weight: Tensor, relevance: Tensor, z_plus: Tensor, conv) -> tuple[Tensor, Tensor] | None:
+    """The w² part of :func:`conv2d_zplus_wsquare`: ``(w², t)`` with ``t_j = R_j / (Σ_i' w_i'j² + ε)``
+    at dead units (``z⁺_j = 0``) and exactly 0 elsewhere, or ``None`` when every ``t_j`` is 0
+    (the back-projection would add exact zeros)."""
+    # z⁺ ≥ 0, so 1 − sign(z⁺) is 1 at dead units and 0 elsewhere: R − R·sign(z⁺) keeps R there
+    # and gives exact zeros at live units, in arithmetic passes (no boolean mask, see above)
+    dead_relevance = torch.addcmul(relevance, relevance, z_plus.sign(), value=-1)
     if not bool(dead_relevance.any()):
-        # every t_j is 0, so the w² back-projection would add exact zeros
-        return result
+        return None
     squared = weight * weight
     # Σ_i' w_i'j² over the taps that see an input depends on the input's shape only, not its
     # values: one image of ones gives it for the whole batch (padding taps hold no input).
-    ones = torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device)
-    in_bounds = conv(ones, squared)
-    return result.add_(back(squared, safe_divide(dead_relevance, in_bounds)))
+    in_bounds = conv(torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device), squared)
+    return squared, dead_relevance.mul_(torch.where(in_bounds > 0, 1.0 / (in_bounds + STABILIZER), 0.0))
 
 
 def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
