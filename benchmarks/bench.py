@@ -73,7 +73,7 @@ def get_classifier(name: str, device):
 def runs_folded(method, classifier) -> bool:
     """Whether the method runs its passes with the model's batch norms folded (the engine folds
     them for multi-pass methods, LRP's canonizer for its own pass); its floor's passes then run so too."""
-    return classifier.fold_batch_norms and (method.folds_batch_norms or method.key == "lrp")
+    return classifier.fold_batch_norms and (method.folds_batch_norms or method.folds_batch_norms_in_rules)
 
 
 # -- pass plans -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The benchmark's pass plans and the plain passes its floors are measured with."""
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -170,3 +171,14 @@ def test_fastest_of_repeats_fast_runs_until_the_time_is_spent(monkeypatch):
     # slow runs stop at the minimum count; the cap bounds fast ones
     assert bench.fastest_of(lambda: None, lambda: None, repeats=2, min_seconds=0.0)[1] == 2
     assert bench.fastest_of(lambda: None, lambda: None, repeats=1, min_seconds=10.0, max_repeats=7)[1] == 7
+
+
+def test_floors_fold_the_norms_where_the_method_runs_folded(models):
+    cnn = models["cnn"]
+    foldable = dataclasses.replace(cnn, fold_batch_norms=True)
+    # the engine folds for the multi-pass methods, LRP's canonizer for its own pass
+    assert bench.runs_folded(get_method_class("scorecam"), foldable)
+    assert bench.runs_folded(get_method_class("lrp"), foldable)
+    assert not bench.runs_folded(get_method_class("gradcam"), foldable)
+    # never where the model may not be folded (uploaded models)
+    assert not bench.runs_folded(get_method_class("lrp"), dataclasses.replace(cnn, fold_batch_norms=False))

@@ -179,6 +179,9 @@ class Method:
     #: The method runs many plain passes, so folding the batch norms of a model that allows it
     #: (``Classifier.fold_batch_norms``) pays for its set-up (explain.core.folding).
     folds_batch_norms: ClassVar[bool] = False
+    #: The method's own rules fold the batch norms into the convolutions (LRP's canonizer), so
+    #: its passes run as on a folded model although the engine does not fold for it.
+    folds_batch_norms_in_rules: ClassVar[bool] = False
 
     def attribute(
         self,

@@ -59,6 +59,7 @@ class LRP(OwnForwardMethod):
     label: ClassVar[str] = "LRP"
     families: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
     uses_gradients: ClassVar[bool] = True
+    folds_batch_norms_in_rules: ClassVar[bool] = True       # MergeBatchNormAtomic, CNNs only
     params: ClassVar[tuple[Param, ...]] = (
         Param("composite", "choice", "epsilon_plus_box", choices=COMPOSITES,
               help="CNN rule set: z^B at the input, z+ in convolutions, epsilon in dense layers "
