@@ -234,7 +234,11 @@ def conv2d_zplus_wsquare(
         # conv(x⁺, w⁺) + conv(x⁻, w⁻) as one convolution (one larger matrix product, about
         # twice as fast on the narrow inputs of inverted residual blocks); its back-projection
         # gives back(w⁺, s) and back(w⁻, s) as the two halves of the channels.
-        inputs = torch.cat([x.clamp(min=0), x.clamp(max=0)], dim=1)
+        batch, _, height, width = x.shape
+        inputs = torch.empty((batch, 2 * channels, height, width), dtype=x.dtype, device=x.device,
+                             memory_format=memory_format)
+        torch.clamp(x, min=0, out=inputs[:, :channels])
+        torch.clamp(x, max=0, out=inputs[:, channels:])
         weights = torch.cat([w_pos, weight.clamp(max=0)], dim=1)
     else:
         inputs = weights = None
@@ -243,11 +247,13 @@ def conv2d_zplus_wsquare(
     else:
         x_pos, x_neg, w_neg = x.clamp(min=0), x.clamp(max=0), weight.clamp(max=0)
         z_plus = conv(x_pos, w_pos) + conv(x_neg, w_neg)
-    # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0, and only
-    # there does the quotient give ±inf (R ≠ 0) or NaN (R = 0): nan_to_num_ zeroes exactly those.
-    # No boolean mask: on the CPU a masked fill or a where over a mask costs 3–4 times a division.
-    s = torch.div(relevance, z_plus).nan_to_num_(0.0, 0.0, 0.0)
+    # z⁺ is a sum of non-negative products, so a unit is dead exactly where z⁺ = 0.
     fallback = _dead_unit_relevance(x, weight, relevance, z_plus, conv) if bool(z_plus.amin() <= 0) else None
+    # Only at dead units does the quotient give ±inf (R ≠ 0) or NaN (R = 0): nan_to_num_ zeroes
+    # exactly those. No boolean mask: on the CPU a masked fill or a where over a mask costs 3–4
+    # times a division. Written over z⁺: on the CPU every fresh tensor of activation size costs
+    # about a pass of its own in page faults.
+    s = torch.div(relevance, z_plus, out=z_plus).nan_to_num_(0.0, 0.0, 0.0)
     # (Σ_j w⁺_ij s_j or Σ_j w⁻_ij s_j, the inputs it multiplies) for every z⁺ term
     if inputs is None:
         products = [(back(w_pos, s), x_pos), (back(w_neg, s), x_neg)]
@@ -276,8 +282,9 @@ def _dead_unit_relevance(x: Tensor, weight: Tensor, relevance: Tensor, z_plus: T
     at dead units (``z⁺_j = 0``) and exactly 0 elsewhere, or ``None`` when every ``t_j`` is 0
     (the back-projection would add exact zeros)."""
     # z⁺ ≥ 0, so 1 − sign(z⁺) is 1 at dead units and 0 elsewhere: R − R·sign(z⁺) keeps R there
-    # and gives exact zeros at live units, in arithmetic passes (no boolean mask, see above)
-    dead_relevance = torch.addcmul(relevance, relevance, z_plus.sign(), value=-1)
+    # and gives exact zeros at live units, in arithmetic passes (no boolean mask), in one buffer
+    dead_relevance = torch.sign(z_plus)
+    torch.addcmul(relevance, relevance, dead_relevance, value=-1, out=dead_relevance)
     # "any non-zero" as two reductions: on the CPU amax and amin each take a tenth of any()
     if not (bool(dead_relevance.amax() > 0) or bool(dead_relevance.amin() < 0)):
         return None
