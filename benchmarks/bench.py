@@ -24,7 +24,6 @@ import datetime as dt
 import json
 import logging
 import math
-import os
 import platform
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from explain import cpu_memory
 from explain.core import zoo
 from explain.core.engine import explain, library_versions
 from explain.core.folding import folded_batch_norms
@@ -496,7 +496,7 @@ def run(args) -> dict:
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "device": device_name(device),
         "threads": args.threads, "machine": platform.machine(), "processor": platform.processor(),
-        "huge_pages": os.environ.get("THP_MEM_ALLOC_ENABLE") == "1",
+        "huge_pages": cpu_memory.HUGE_PAGES, "heap_kept": cpu_memory.HEAP_KEPT,
         "repeats": args.repeats, "min_seconds": args.min_seconds,
         "versions": library_versions(), "rows": rows,
     }
@@ -523,6 +523,8 @@ def markdown(result: dict) -> str:
         f"Device: {result['device']}, torch threads: {result['threads']}"
         + ("" if result.get("huge_pages") is None else
            f", CPU tensors on huge pages: {'yes' if result['huge_pages'] else 'no'} (THP_MEM_ALLOC_ENABLE)")
+        + ("" if result.get("heap_kept") is None else
+           f", freed heap memory kept (glibc malloc thresholds, explain.cpu_memory): {'yes' if result['heap_kept'] else 'no'}")
         + "; versions: " + ", ".join(f"{k} {v}" for k, v in result["versions"].items()),
         "",
         "Seconds per image of `explain()` on a batch, the fastest of *runs* timed runs; *floor*: the "

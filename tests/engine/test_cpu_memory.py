@@ -1,8 +1,10 @@
-"""Importing the core (or the site) puts PyTorch's large CPU tensors on transparent huge pages.
+"""Importing the core (or the site) settles how the process gets CPU memory for tensors.
 
 Each probe runs in a fresh interpreter, because PyTorch reads ``THP_MEM_ALLOC_ENABLE`` once, at
-the process's first tensor allocation. Whether a 64 MB tensor landed on huge pages is read
-from the kernel's own accounting (``AnonHugePages`` in ``/proc/self/smaps_rollup``).
+the process's first tensor allocation, and glibc's malloc reads its variables at start-up.
+Whether a 64 MB tensor landed on huge pages is read from the kernel's own accounting
+(``AnonHugePages`` in ``/proc/self/smaps_rollup``); whether freed memory was kept, from the page
+faults a second tensor of the same size costs (``ru_minflt``).
 """
 from __future__ import annotations
 
@@ -13,6 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from explain import cpu_memory
 
 ROOT = Path(__file__).resolve().parents[2]
 SETTING = "THP_MEM_ALLOC_ENABLE"
@@ -41,12 +45,13 @@ def kernel_thp_mode() -> str:
     return text[text.index("[") + 1:text.index("]")]
 
 
-def probe(module: str, setting: str | None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != SETTING}
+def probe(module: str, setting: str | None, code: str = PROBE, **variables: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != SETTING and k not in cpu_memory.GLIBC_VARIABLES}
     if setting is not None:
         env[SETTING] = setting
+    env.update(variables)
     env["PYTHONPATH"] = str(ROOT)
-    done = subprocess.run([sys.executable, "-c", PROBE.format(module=module, setting=SETTING)],
+    done = subprocess.run([sys.executable, "-c", code.format(module=module, setting=SETTING)],
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -67,3 +72,36 @@ def test_an_operator_can_turn_huge_pages_off():
     assert result["setting"] == "0"
     if kernel_thp_mode() != "always":       # "always" gives huge pages whatever PyTorch asks
         assert result["huge_kb"] == 0, result
+
+
+HEAP_PROBE = """
+import json, resource
+import {module}
+from explain import cpu_memory
+import torch
+
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+x = torch.ones(4 << 20)      # 16 MB, every page written, then freed
+del x
+before = faults()
+y = torch.ones(4 << 20)      # the same size again
+print(json.dumps({{"heap_kept": cpu_memory.HEAP_KEPT, "faults": faults() - before}}))
+"""
+
+
+@pytest.mark.parametrize("module", ["explain", "saliency_site"])
+def test_freed_tensor_memory_is_reused_without_page_faults(module):
+    result = probe(module, setting=None, code=HEAP_PROBE)
+    assert result["heap_kept"] is True
+    # 16 MB handed back to the kernel would cost at least 8 faults (2 MB huge pages), 4096 without
+    assert result["faults"] <= 4, result
+
+
+def test_glibc_variables_of_the_operator_are_left_alone():
+    # glibc's static defaults: every block over 128 kB is mapped afresh and unmapped when freed
+    result = probe("explain", setting=None, code=HEAP_PROBE,
+                   MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
+    assert result["heap_kept"] is False
+    assert result["faults"] >= 8, result
