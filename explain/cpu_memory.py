@@ -47,7 +47,7 @@ def keep_freed_heap_memory() -> bool:
         libc = ctypes.CDLL(None)
         libc.gnu_get_libc_version          # glibc only: musl has a mallopt that does nothing
         mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    except (OSError, AttributeError, TypeError):      # TypeError: no CDLL(None) on Windows
         return False
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 

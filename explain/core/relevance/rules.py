@@ -292,7 +292,7 @@ def _dead_unit_relevance(x: Tensor, weight: Tensor, relevance: Tensor, z_plus: T
     # Σ_i' w_i'j² over the taps that see an input depends on the input's shape only, not its
     # values: one image of ones gives it for the whole batch (padding taps hold no input).
     in_bounds = conv(torch.ones((1, *x.shape[1:]), dtype=x.dtype, device=x.device), squared)
-    return squared, dead_relevance.mul_(torch.where(in_bounds > 0, 1.0 / (in_bounds + STABILIZER), 0.0))
+    return squared, dead_relevance.mul_(safe_divide(torch.ones_like(in_bounds), in_bounds))
 
 
 def matmul_z(a: Tensor, b: Tensor, relevance: Tensor) -> tuple[Tensor, Tensor]:
