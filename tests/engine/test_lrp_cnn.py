@@ -20,10 +20,11 @@ from zennit.torchvision import ResNetBasicBlockCanonizer
 from explain.core.engine import explain
 from explain.core.handle import Classifier
 from explain.core.hooks import count_hooks
-from explain.core.relevance import rules
+from explain.core.relevance import cnn, rules
 from explain.core.relevance.cnn import (
     MergeBatchNormAtomic,
     ResNetBasicBlockSumCanonizer,
+    StackedSum,
     TimmResidualCanonizer,
     cnn_relevance,
     make_composite,
@@ -204,6 +205,31 @@ def test_resnet_sum_canonizer_gives_zennits_relevance():
     theirs = relevance_with(ResNetBasicBlockCanonizer())
     assert torch.allclose(ours, theirs, rtol=1e-10, atol=1e-12 * float(theirs.abs().max()))
     assert not torch.equal(ours, relevance_with(TimmResidualCanonizer()))    # no ResNet canonizer: differs
+
+
+def test_stacked_sum_keeps_the_layout_of_its_operands():
+    a, b = (torch.randn(2, 5, 4, 3).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    total = StackedSum(dim=0)(torch.stack([a, b], dim=0))
+    assert total.is_contiguous(memory_format=torch.channels_last) and not total.is_contiguous()
+    assert torch.equal(total, a + b)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18"])
+def test_every_rule_runs_channels_last_after_the_residual_sums(name, monkeypatch):
+    """Channels-last images stay channels-last through the canonized residual blocks, so each
+    convolution rule gets its input and relevance in that layout (not NCHW after the first sum)."""
+    layouts = []
+
+    def spy(x, weight, relevance, *args, **kwargs):
+        layouts.append((x.is_contiguous(memory_format=torch.channels_last),
+                        relevance.is_contiguous(memory_format=torch.channels_last)))
+        return rules.conv2d_zplus_wsquare(x, weight, relevance, *args, **kwargs)
+
+    monkeypatch.setattr(cnn, "conv2d_zplus_wsquare", spy)
+    clf = random_classifier(name, num_classes=10, seed=0)
+    x = random_images(2, 64).contiguous(memory_format=torch.channels_last)
+    cnn_relevance(clf.module, x, logit_of_target(torch.tensor([1, 2])), low=LOW, high=HIGH)
+    assert len(layouts) > 10 and all(x_cl and r_cl for x_cl, r_cl in layouts)
 
 
 def test_batch_norm_merge_finds_timm_batchnormact_and_undoes_itself():

@@ -39,6 +39,7 @@ gradient there, which does not conserve relevance; EfficientNet-Lite has none.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Callable
 
@@ -240,11 +241,25 @@ class MergeBatchNormAtomic(MergeBatchNorm):
         self.batch_norm.eps = self._eps
 
 
+class StackedSum(Sum):
+    """zennit's ``Sum`` (so the composites' ``Sum`` rule applies) whose result keeps the memory
+    layout of the summed tensors.
+
+    ``torch.sum`` over the stacking dimension returns a contiguous (NCHW) tensor even when the
+    operands are channels-last, and every layer after the first residual block would run NCHW:
+    slower convolutions, and relevance copied between layouts at every rule. The operands'
+    own ``+`` keeps their layout.
+    """
+
+    def forward(self, input: Tensor) -> Tensor:
+        return functools.reduce(torch.add, input.unbind(self.dim))
+
+
 def _residual_sum(sum_module: nn.Module, shortcut: Tensor, branch: Tensor) -> Tensor:
-    """``shortcut + branch`` through a zennit ``Sum(dim=0)``, whose rule splits the relevance in
-    proportion to the two terms. The operands are stacked on a new first dimension, not zennit's
-    last: then the two are contiguous halves and the sum and the rule's products are plain
-    element-wise passes, where a trailing pair dimension makes them strided reductions
+    """``shortcut + branch`` through a :class:`StackedSum` over dimension 0, whose rule splits the
+    relevance in proportion to the two terms. The operands are stacked on a new first dimension,
+    not zennit's last: then the two are contiguous halves and the sum and the rule's products are
+    plain element-wise passes, where a trailing pair dimension makes them strided reductions
     (ResNet18: 9.6 ms of its 207 ms LRP of two images)."""
     return sum_module(torch.stack([shortcut, branch], dim=0))
 
@@ -257,7 +272,7 @@ class _SumOnFirstDimension:
     def _attribute_map(cls, name, module):
         attributes = super()._attribute_map(name, module)
         if attributes is not None:
-            attributes["canonizer_sum"] = Sum(dim=0)
+            attributes["canonizer_sum"] = StackedSum(dim=0)
         return attributes
 
 
@@ -306,9 +321,9 @@ class TimmResidualCanonizer(AttributeCanonizer):
     def _attribute_map(cls, name: str, module: nn.Module):
         depthwise, inverted = _timm_block_types()
         if type(module) is inverted and module.has_skip:
-            return {"forward": cls._inverted_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
+            return {"forward": cls._inverted_forward.__get__(module), "canonizer_sum": StackedSum(dim=0)}
         if type(module) is depthwise and module.has_skip:
-            return {"forward": cls._depthwise_forward.__get__(module), "canonizer_sum": Sum(dim=0)}
+            return {"forward": cls._depthwise_forward.__get__(module), "canonizer_sum": StackedSum(dim=0)}
         return None
 
     @staticmethod
@@ -426,5 +441,5 @@ def cnn_relevance(
 
 __all__ = [
     "COMPOSITES", "MergeBatchNormAtomic", "ResNetBasicBlockSumCanonizer", "ResNetBottleneckSumCanonizer",
-    "TimmResidualCanonizer", "canonizers", "make_composite", "cnn_relevance",
+    "StackedSum", "TimmResidualCanonizer", "canonizers", "make_composite", "cnn_relevance",
 ]
