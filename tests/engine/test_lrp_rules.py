@@ -119,6 +119,17 @@ def test_zplus_wsquare_leaves_padding_taps_out_of_the_fallback():
     assert torch.allclose(r, torch.tensor([[[[2.0]]]]))
 
 
+def test_zplus_wsquare_drops_a_dead_unit_whose_seen_weights_are_all_zero():
+    # one input pixel; only the kernel's corner is non-zero, and it falls on padding: the unit
+    # is dead (z⁺ = 0) and its w² over the taps that see an input is 0, so its relevance has
+    # nowhere to go and is dropped, not turned into inf or NaN
+    x = torch.tensor([[[[1.0]]]])
+    w = torch.zeros(1, 1, 3, 3)
+    w[0, 0, 0, 0] = -1.0
+    r = rules.conv2d_zplus_wsquare(x, w, torch.tensor([[[[2.0]]]]), padding=1)
+    assert torch.equal(r, torch.zeros(1, 1, 1, 1))
+
+
 def test_safe_divide_zeroes_zero_denominators():
     out = rules.safe_divide(torch.tensor([1.0, 1.0, -2.0]), torch.tensor([0.0, 2.0, -4.0]))
     assert out[0] == 0
