@@ -276,10 +276,7 @@ def custom_classifier(
         raise WeightsInvalid(f"the weights file of {name!r} changed on disk (sha256 {actual[:12]}…, expected {checksum[:12]}…)")
     module = build_module(architecture, len(class_names))
     module.load_state_dict(zoo.fit_state_dict(module, zoo.read_state_dict(path)))
-    module.eval()
-    for parameter in module.parameters():
-        parameter.requires_grad_(False)
-    module.to(device)
+    zoo.ready_for_inference(module, device)
     classifier = Classifier(
         name=name,
         module=module,

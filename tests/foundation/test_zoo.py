@@ -50,6 +50,21 @@ def test_parameters_are_frozen_and_in_eval_mode():
     assert not any(p.requires_grad for p in classifier.module.parameters())
 
 
+@pytest.mark.parametrize("name", ["efficientnet_lite0", "resnet18", "vit_b_16"])
+def test_cpu_models_keep_their_convolution_weights_channels_last(name):
+    """The layout of the images on the CPU; the logits are those of the model as built."""
+    classifier = zoo.random_classifier(name, num_classes=10, seed=1)
+    weights = [p for p in classifier.module.parameters() if p.dim() == 4]
+    assert weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in weights)
+    assert all(not p.requires_grad for p in classifier.module.parameters()) and not classifier.module.training
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    reference = zoo.get_spec(name).build(10)          # contiguous weights, copied in
+    reference.load_state_dict(classifier.module.state_dict())
+    assert not all(p.is_contiguous(memory_format=torch.channels_last) for p in reference.parameters() if p.dim() == 4)
+    with torch.no_grad():
+        assert torch.allclose(classifier.module(x), reference.eval()(x), rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name", ["vgg16", "vgg19", "resnet18", "vit_b_16"])
 def test_missing_weights_are_a_clear_error_never_random_weights(empty_caches, name):
     with pytest.raises(zoo.WeightsMissing, match=rf"not on this machine.*import_weights {name} FILE"):

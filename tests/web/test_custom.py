@@ -86,6 +86,7 @@ def test_inspect_reads_head_size_and_round_trips(tmp_path):
         assert torch.allclose(clf.module(x), reference.eval()(x), atol=1e-5)
     assert clf.family == "cnn" and clf.default_layer("cam") == "features"
     assert all(not p.requires_grad for p in clf.module.parameters())
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in clf.module.parameters() if p.dim() == 4)
 
 
 def test_changed_file_is_refused(tmp_path):
