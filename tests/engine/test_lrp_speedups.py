@@ -15,11 +15,14 @@ from torch.nn.grad import conv2d_input
 from zennit.attribution import Gradient
 from zennit.composites import LayerMapComposite
 from zennit.core import BasicHook
-from zennit.rules import Pass, ZBox
+from zennit.layer import Sum
+from zennit.rules import Norm, Pass, ZBox
 from zennit.types import Activation, BatchNorm
 
 from explain.core.relevance import rules
-from explain.core.relevance.cnn import PassThrough, ZBoxConv2d, ZPlusWSquare, cnn_relevance, make_composite
+from explain.core.relevance.cnn import (
+    PassThrough, StackedSum, SumNorm, ZBoxConv2d, ZPlusWSquare, cnn_relevance, make_composite,
+)
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
 STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
@@ -184,11 +187,30 @@ def small_net(inplace):
     ).eval().requires_grad_(False)
 
 
-def relevance_with(net, layer_map, x):
+def relevance_with(net, layer_map, x, output_relevance=None):
     composite = LayerMapComposite(layer_map=layer_map)
     with Gradient(model=net, composite=composite) as attributor:
-        _, relevance = attributor(x.clone().requires_grad_(True), lambda out: out)
+        _, relevance = attributor(x.clone().requires_grad_(True),
+                                  (lambda out: out) if output_relevance is None else output_relevance)
     return relevance
+
+
+@pytest.mark.parametrize("sum_type", [StackedSum, Sum])
+@pytest.mark.parametrize("dim", [0, -1])
+def test_sum_rule_equals_zennits_norm(sum_type, dim):
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64), torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    b[0, 0] = -a[0, 0]                   # summands that cancel exactly: z = 0, the stabiliser alone
+    a[1, 1], b[1, 1] = 0.0, -0.0         # z = ±0 with zero summands
+    a[1, 2] = 1e-8                       # |z| below ε
+    x = torch.stack([a, b], dim=dim)
+    net = nn.Sequential(sum_type(dim=dim))
+    output_relevance = torch.randn(2, 3, 4, 5, generator=g, dtype=torch.float64)
+    expected = relevance_with(net, [(Sum, Norm(stabilizer=1e-6))], x, output_relevance)
+    got = relevance_with(net, [(Sum, SumNorm(stabilizer=1e-6))], x, output_relevance)
+    assert torch.allclose(got, expected, rtol=1e-12, atol=0)
+    # by hand where the summands cancel: each gets its value times R / ε
+    assert torch.allclose(got.select(dim, 0)[0, 0], a[0, 0] * output_relevance[0, 0] / 1e-6, rtol=1e-12, atol=0)
 
 
 @pytest.mark.parametrize("inplace", [False, True], ids=["relu", "relu-inplace"])

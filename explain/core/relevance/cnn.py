@@ -193,6 +193,34 @@ class PassThrough(AutogradRule):
         return relevance
 
 
+class SumNorm(AutogradRule):
+    """zennit's ``Norm`` on a ``Sum`` module: each summand gets the output's relevance in
+    proportion to its value, ``R_k = x_k · R / stab(Σ_k x_k)`` with zennit's stabiliser
+    ``stab(z) = z + ε (sign z + [z = 0])``.
+
+    Shapes: the stacked summands ``x`` (the ``Sum``'s input) and ``R`` (its output's shape, ``x``
+    without ``module.dim``). zennit's hook clones the stacked input, sums it again under autograd
+    and back-propagates through the sum; here that is four element-wise passes. ``ε`` is added
+    with the sign of ``z``'s sign bit, which differs from zennit's ``+ε`` only where ``z = −0``:
+    there every summand is ±0 and gets a zero either way.
+    """
+
+    def __init__(self, stabilizer: float = 1e-6):
+        super().__init__()
+        self.stabilizer = stabilizer
+
+    def relevance(self, module, x, relevance):
+        if not isinstance(self.stabilizer, (int, float)):
+            raise TypeError(f"SumNorm needs a number as stabilizer, not {type(self.stabilizer).__name__}")
+        total = module.forward(x)
+        quotient = torch.copysign(torch.tensor(float(self.stabilizer), dtype=total.dtype), total).add_(total)
+        torch.div(relevance, quotient, out=quotient)
+        return x * quotient.unsqueeze(module.dim)
+
+    def copy(self) -> "SumNorm":
+        return SumNorm(self.stabilizer)
+
+
 class MergeBatchNormAtomic(MergeBatchNorm):
     """Fold every batch norm that directly follows a convolution/linear layer into that layer.
 
@@ -379,10 +407,11 @@ def make_composite(
     default 1e-6 is absolute: it takes a visible share where activations are ~1e-4).
     """
     zero = ["bias"] if ignore_bias else None
-    # zennit's layer_map_base, with PassThrough for its Pass (the same rule, without the wasted gradient)
+    # zennit's layer_map_base, with PassThrough for its Pass and SumNorm for its Norm on sums (the
+    # same rules, without the wasted gradient)
     layer_map = [
         (Activation, PassThrough()),
-        (Sum, Norm(stabilizer=stabilizer)),
+        (Sum, SumNorm(stabilizer=stabilizer)),
         (AvgPool, Norm(stabilizer=stabilizer)),
         (BatchNorm, PassThrough()),
         (nn.Conv2d, ZPlusWSquare() if ignore_bias else ZPlus(stabilizer=stabilizer)),
@@ -441,5 +470,5 @@ def cnn_relevance(
 
 __all__ = [
     "COMPOSITES", "MergeBatchNormAtomic", "ResNetBasicBlockSumCanonizer", "ResNetBottleneckSumCanonizer",
-    "StackedSum", "TimmResidualCanonizer", "canonizers", "make_composite", "cnn_relevance",
+    "StackedSum", "SumNorm", "TimmResidualCanonizer", "canonizers", "make_composite", "cnn_relevance",
 ]
