@@ -45,6 +45,7 @@ from typing import Callable
 
 import torch
 from torch import Tensor, nn
+from torch.nn.modules.conv import _ConvTransposeNd
 from zennit.attribution import Gradient
 from zennit.core import Hook, RemovableHandle, RemovableHandleList
 from zennit.canonizers import AttributeCanonizer, MergeBatchNorm
@@ -54,7 +55,7 @@ from zennit.rules import Epsilon, Flat, Norm, ZBox, ZPlus
 from zennit.torchvision import ResNetBasicBlockCanonizer, ResNetBottleneckCanonizer
 from zennit.types import Activation, AvgPool, BatchNorm, Convolution, Linear
 
-from explain.core.folding import leaves_with_atomic_norms, norm_without_normalisation
+from explain.core.folding import folded_parameters, leaves_with_atomic_norms, norm_without_normalisation
 from explain.core.hooks import HookSession
 from explain.core.relevance.rules import conv2d_zbox, conv2d_zplus_wsquare
 
@@ -255,12 +256,25 @@ class MergeBatchNormAtomic(MergeBatchNorm):
     def register(self, linears, batch_norm) -> None:
         skip = norm_without_normalisation(batch_norm)
         self._eps = batch_norm.eps
-        super().register(linears, batch_norm)
-        if skip is not None:
-            batch_norm.forward = skip
-            self._skips = True
-        else:
+        if skip is None or any(isinstance(linear, _ConvTransposeNd) for linear in linears):
+            super().register(linears, batch_norm)
             batch_norm.eps = self.IDENTITY_EPS
+            return
+        # The norm's forward is replaced, so unlike zennit's merge this leaves its parameters
+        # alone (nothing to reset now or restore later) and folds with the engine's formula
+        # (explain.core.folding): half the tensor operations, on every LRP call.
+        self.linears, self.batch_norm = linears, batch_norm
+        self.linear_params = [(linear.weight.data, getattr(linear.bias, "data", None)) for linear in linears]
+        self.batch_norm_params = {}
+        for linear in linears:
+            weight, bias = folded_parameters(linear, batch_norm)
+            linear.weight.data = weight
+            if linear.bias is None:
+                linear.bias = nn.Parameter(bias, requires_grad=False)      # removed again by remove()
+            else:
+                linear.bias.data = bias
+        batch_norm.forward = skip
+        self._skips = True
 
     def remove(self) -> None:
         if self._skips:
