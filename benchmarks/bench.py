@@ -117,7 +117,9 @@ def pass_plan(key: str, classifier, params: dict, x: torch.Tensor) -> list[tuple
       extra convolutions at the first layer, the doubled z⁺ and back-projection for signed
       inputs (EfficientNet's linear bottlenecks), the w² fallback's convolution and
       back-projection where units are dead (EfficientNet's depthwise layers), and the rules'
-      element-wise work (quotients, masks), so there the floor is a lower bound. The
+      element-wise work (quotients, masks), so there the floor is a lower bound
+      (:func:`lrp_convolution_work` gives what the doubled convolutions add: 1.32× on
+      EfficientNet-Lite0, whose signed inputs carry 49 % of its multiply-adds). The
       back-projections run as transposed convolutions, which on a CPU cost about a forward
       convolution where the floor's backward pass (autograd's convolution backward) may cost
       more.
@@ -192,6 +194,40 @@ def pass_cap(kind: str, count: float, images: int) -> int:
     if kind in PER_IMAGE:
         return images
     return max(1, math.ceil(count * images))
+
+
+def lrp_convolution_work(classifier, x: torch.Tensor) -> float | None:
+    """Multiply-adds of the convolutions LRP's CNN rules cannot do without, over those of its
+    floor's passes; ``None`` for a ViT.
+
+    The floor (``1×fwdbwd→input + 1×fwd``) evaluates every convolution three times: forward,
+    input gradient, forward again (z⁺'s denominators). z⁺ on a convolution whose input has
+    negative entries needs both ``x⁺ w⁺`` and ``x⁻ w⁻`` (every layer but the first, which takes
+    z^B), so there the denominators and the back-projection each run over twice the input
+    channels: with ``M`` all convolutions' multiply-adds and ``S`` those of the convolutions
+    after the first that see a negative input, the rules need ``(3M + 2S) / 3M`` of the floor.
+    The ratio to the floor the rules' convolutions alone would give if time followed
+    multiply-adds; the w² back-projections where units are dead and z^B's extra convolutions are
+    left out. Signs are read from a forward pass of the first image (the benchmark's photos).
+    """
+    if classifier.family != "cnn":
+        return None
+    convolutions = []                    # (multiply-adds per image, input has a negative entry)
+
+    def record(module, inputs, output):
+        per_output = module.in_channels // module.groups * math.prod(module.kernel_size)
+        convolutions.append((output[0].numel() * per_output, bool(inputs[0].amin() < 0)))
+
+    handles = [m.register_forward_hook(record) for m in classifier.module.modules() if isinstance(m, torch.nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            classifier.module(cpu_channels_last(x[:1]))
+    finally:
+        for handle in handles:
+            handle.remove()
+    total = sum(macs for macs, _ in convolutions)
+    signed = sum(macs for macs, negative in convolutions[1:] if negative)
+    return (3 * total + 2 * signed) / (3 * total) if total else None
 
 
 def _channels(classifier, layer, x) -> int:
@@ -464,6 +500,8 @@ def run(args) -> dict:
             row = {"model": model_name, "weights": weights, "method": key, "images": len(x), "repeats": repeats,
                    "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
                    "seconds_per_image": per_image}
+            if key == "lrp" and clf.family == "cnn":
+                row["rule_convolution_work_over_floor"] = lrp_convolution_work(clf, x)
             if plan is not None:
                 row["floor_folded"] = folded
                 floor = min(floor_runs) / len(x)
@@ -556,6 +594,13 @@ def markdown(result: dict) -> str:
             f"{f('pytorch_grad_cam_seconds_per_image', '{:.4g}')} | {f('speedup_vs_pytorch_grad_cam', '{:.2f}×')} | "
             f"{f('min_pearson_vs_pytorch_grad_cam', '{:.4f}')} |"
         )
+    work = [r for r in result["rows"] if r.get("rule_convolution_work_over_floor")]
+    if work:
+        lines += ["", "LRP on a CNN: its rules' convolutions need " + ", ".join(
+            f"{r['rule_convolution_work_over_floor']:.2f}× ({r['model']})" for r in work)
+            + " the multiply-adds of the floor's passes: z⁺ runs over x⁺ and x⁻ where a convolution's "
+            "input has negative entries, so that is the ratio to the floor its convolutions alone give "
+            "where time follows multiply-adds (`lrp_convolution_work` in benchmarks/bench.py)."]
     return "\n".join(lines) + "\n"
 
 

@@ -182,3 +182,23 @@ def test_floors_fold_the_norms_where_the_method_runs_folded(models):
     assert not bench.runs_folded(get_method_class("gradcam"), foldable)
     # never where the model may not be folded (uploaded models)
     assert not bench.runs_folded(get_method_class("lrp"), dataclasses.replace(cnn, fold_batch_norms=False))
+
+
+def test_lrp_convolution_work_counts_the_signed_inputs_twice_by_hand(models):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),              # first layer (z^B): counted once, signed or not
+        torch.nn.Conv2d(4, 6, 1),                         # signed input (no activation before it)
+        torch.nn.ReLU(),
+        torch.nn.Conv2d(6, 2, 3, padding=1, groups=2),    # non-negative input
+        torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(2, 10),
+    ).eval()
+    classifier = dataclasses.replace(models["cnn"], module=net, input_size=8)
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    first, signed, unsigned = 64 * 4 * 3 * 9, 64 * 6 * 4, 64 * 2 * 3 * 9
+    total = first + signed + unsigned
+    assert bench.lrp_convolution_work(classifier, x) == pytest.approx((3 * total + 2 * signed) / (3 * total))
+    assert bench.lrp_convolution_work(models["vit"], _batch(models["vit"])) is None
+    row = {"model": "m", "weights": "random", "method": "lrp", "seconds_per_image": 1.0, "rule_convolution_work_over_floor": 1.5}
+    text = markdown({"when": "now", "device": "cpu", "threads": 2, "versions": {}, "rows": [row]})
+    assert "need 1.50× (m) the multiply-adds" in text
