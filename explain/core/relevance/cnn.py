@@ -214,7 +214,7 @@ class SumNorm(AutogradRule):
         if not isinstance(self.stabilizer, (int, float)):
             raise TypeError(f"SumNorm needs a number as stabilizer, not {type(self.stabilizer).__name__}")
         total = module.forward(x)
-        quotient = torch.copysign(torch.tensor(float(self.stabilizer), dtype=total.dtype), total).add_(total)
+        quotient = torch.copysign(total.new_tensor(float(self.stabilizer)), total).add_(total)
         torch.div(relevance, quotient, out=quotient)
         return x * quotient.unsqueeze(module.dim)
 
