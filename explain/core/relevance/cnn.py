@@ -154,6 +154,16 @@ class ZPlusWSquare(AutogradRule):
         )
 
 
+def stabilized_divide(numerator: Tensor, z: Tensor, stabilizer: float, rule: str) -> Tensor:
+    """``numerator / stab(z)`` with zennit's stabiliser ``stab(z) = z + ε (sign z + [z = 0])``:
+    ``z + ε`` for ``z ≥ 0`` (−0 included) and ``z − ε`` below. The same numbers as zennit's in
+    three passes over ``z``, not six. ``rule`` names the rule in the error for a stabiliser that
+    is not a number (zennit also accepts functions; these rules do not)."""
+    if not isinstance(stabilizer, (int, float)):
+        raise TypeError(f"{rule} needs a number as stabilizer, not {type(stabilizer).__name__}")
+    return numerator / torch.where(z >= 0, z + stabilizer, z - stabilizer)
+
+
 class ZBoxConv2d(AutogradRule):
     """zennit's ``ZBox`` for a 2-D convolution with biases left out, as an :class:`AutogradRule`.
 
@@ -167,13 +177,9 @@ class ZBoxConv2d(AutogradRule):
         self.low, self.high, self.stabilizer = low, high, stabilizer
 
     def _divide(self, relevance: Tensor, z: Tensor) -> Tensor:
-        # zennit's stab(z) is z + ε for z ≥ 0 (−0 included) and z − ε below: the same numbers in
-        # three passes over the first layer's large output, not six
-        return relevance / torch.where(z >= 0, z + self.stabilizer, z - self.stabilizer)
+        return stabilized_divide(relevance, z, self.stabilizer, "ZBoxConv2d")
 
     def relevance(self, module, x, relevance):
-        if not isinstance(self.stabilizer, (int, float)):
-            raise TypeError(f"ZBoxConv2d needs a number as stabilizer, not {type(self.stabilizer).__name__}")
         return conv2d_zbox(
             x, module.weight.detach(), relevance, self.low, self.high,
             module.stride, module.padding, module.dilation, module.groups, divide=self._divide,
@@ -201,9 +207,8 @@ class SumNorm(AutogradRule):
 
     Shapes: the stacked summands ``x`` (the ``Sum``'s input) and ``R`` (its output's shape, ``x``
     without ``module.dim``). zennit's hook clones the stacked input, sums it again under autograd
-    and back-propagates through the sum; here that is four element-wise passes. ``ε`` is added
-    with the sign of ``z``'s sign bit, which differs from zennit's ``+ε`` only where ``z = −0``:
-    there every summand is ±0 and gets a zero either way.
+    and back-propagates through the sum; here it is the sum, :func:`stabilized_divide` and one
+    product.
     """
 
     def __init__(self, stabilizer: float = 1e-6):
@@ -211,11 +216,7 @@ class SumNorm(AutogradRule):
         self.stabilizer = stabilizer
 
     def relevance(self, module, x, relevance):
-        if not isinstance(self.stabilizer, (int, float)):
-            raise TypeError(f"SumNorm needs a number as stabilizer, not {type(self.stabilizer).__name__}")
-        total = module.forward(x)
-        quotient = torch.copysign(total.new_tensor(float(self.stabilizer)), total).add_(total)
-        torch.div(relevance, quotient, out=quotient)
+        quotient = stabilized_divide(relevance, module.forward(x), self.stabilizer, "SumNorm")
         return x * quotient.unsqueeze(module.dim)
 
     def copy(self) -> "SumNorm":
