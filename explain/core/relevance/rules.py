@@ -228,10 +228,6 @@ def conv2d_zplus_wsquare(
     memory_format = _memory_format(x)
     relevance = relevance.contiguous(memory_format=memory_format)
     x = x.contiguous(memory_format=memory_format)
-    # weights in the inputs' layout too: oneDNN reorders weights of another layout on every
-    # call (ResNet18's 512-channel 3×3 convolution on two channels-last images: 9 ms, against
-    # 3 ms with channels-last weights)
-    weight = weight.contiguous(memory_format=memory_format)
     w_pos = weight.clamp(min=0)
     channels = x.shape[1]
     signed = bool(x.amin() < 0)
