@@ -500,8 +500,8 @@ def run(args) -> dict:
             row = {"model": model_name, "weights": weights, "method": key, "images": len(x), "repeats": repeats,
                    "params": {k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()},
                    "seconds_per_image": per_image}
-            if key == "lrp" and clf.family == "cnn":
-                row["rule_convolution_work_over_floor"] = lrp_convolution_work(clf, x)
+            if key == "lrp" and (work := lrp_convolution_work(clf, x)) is not None:
+                row["rule_convolution_work_over_floor"] = work
             if plan is not None:
                 row["floor_folded"] = folded
                 floor = min(floor_runs) / len(x)
