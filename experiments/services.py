@@ -1,7 +1,7 @@
 """Writes and side effects of the experiments app: submit, schedule, run shards, cancel, aggregate.
 
 Every public function is keyword-only and named ``<entity>_<action>``. Domain errors are
-``ValueError`` subclasses (:class:`InputError`, :class:`NotAvailable`, :class:`StateError`, the
+``ValueError`` subclasses (the project's ``InputError``, ``NotAvailable``, ``StateError``, the
 core's ``PathNotAllowed``/``DatasetFormatError``, parameter validation); the API maps them to
 4xx in one place.
 
@@ -35,6 +35,7 @@ from django.utils import timezone
 from explain import services as explain_services
 from explain.core import registry
 from explain.models import ClassifierModel
+from saliency_site.errors import InputError, NotAvailable, StateError
 
 from .core import datasets as ds
 from .core.protocols import (
@@ -52,18 +53,6 @@ from .core.protocols import (
 from .models import Experiment, Record, Shard
 
 logger = logging.getLogger(__name__)
-
-
-class InputError(ValueError):
-    """A request the user can fix (unknown method, protocol that does not fit the data set, …)."""
-
-
-class NotAvailable(ValueError):
-    """The run cannot happen here (e.g. the model's weights are not installed)."""
-
-
-class StateError(ValueError):
-    """The action does not fit the run's state (cancelling a finished run, …)."""
 
 
 #: A shard should take about this long, so a crash loses little and many workers share a run.

@@ -1,8 +1,8 @@
 """The experiments REST API and pages. Each write calls one service.
 
 Every queryset is the requesting user's own runs, so others' runs answer 404. Domain errors
-(``ValueError`` subclasses from the services and the core) become 4xx in
-:meth:`ExperimentViewSet.handle_exception`, the one place that maps them.
+(``ValueError`` subclasses from the services and the core) become 4xx in the project's one
+exception handler (``saliency_site.errors``).
 """
 from __future__ import annotations
 
@@ -23,28 +23,9 @@ from rest_framework.response import Response
 from explain.selectors import models_visible_to
 
 from . import selectors, serializers, services
-from .core.datasets import PathNotAllowed
 from .models import Experiment
 
 logger = logging.getLogger(__name__)
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "conflict"
-
-
-def domain_error(error: Exception) -> exceptions.APIException:
-    """409 when the server lacks something or the run's state forbids the action, 403 for a
-    path outside the data roots, 400 for everything the request itself got wrong."""
-    message = str(error)
-    from explain.core.zoo import WeightsMissing
-
-    if isinstance(error, (services.NotAvailable, services.StateError, WeightsMissing)):
-        return Conflict(message)
-    if isinstance(error, PathNotAllowed):
-        return exceptions.PermissionDenied(message)
-    return exceptions.ValidationError({"detail": message})
 
 
 class RecordPagination(PageNumberPagination):
@@ -57,12 +38,6 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
                         viewsets.GenericViewSet):
     """Benchmark runs. POST queues one (202, with the estimate); GET shows progress, ETA and the
     table; ``cancel``, ``resume``, ``records`` (drill-down), ``export/txt|csv|json``."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, ValueError) and not isinstance(exc, exceptions.APIException):
-            logger.info("request refused: %s", exc)
-            exc = domain_error(exc)
-        return super().handle_exception(exc)
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):

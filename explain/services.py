@@ -2,7 +2,7 @@
 
 Every function here is keyword-only and named ``<entity>_<action>``. Domain errors are
 ``ValueError`` subclasses (the core's ``WeightsMissing``, ``WeightsInvalid``, ``ImageError``,
-parameter validation, and :class:`InputError` here); the API maps them to 4xx in one place.
+parameter validation, and the project's ``InputError``/``NotAvailable``); the API maps them to 4xx in one place.
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from saliency_site.errors import InputError, NotAvailable
+
 from .core import custom, imaging, registry, zoo
 from .core.enhance import resolve_enhance_params
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
@@ -30,14 +32,6 @@ logger = logging.getLogger(__name__)
 MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: Largest class-names file accepted (bytes): 100 000 names of 40 characters.
 MAX_CLASS_NAMES_BYTES = 4 * 1024 * 1024
-
-
-class InputError(ValueError):
-    """A request the user can fix (unknown method, class out of range, name taken, …)."""
-
-
-class NotAvailable(ValueError):
-    """The work cannot run here (e.g. a model's weights are not installed)."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """The explain REST API: DRF viewsets, each action calling one service.
 
 Every queryset is filtered to the requesting user's objects, so other users' objects
-answer 404. Domain errors (``ValueError`` subclasses from the core and the services) are
-turned into 4xx answers in :class:`DomainErrorsMixin`, the one place that does it.
+answer 404. Domain errors (``ValueError`` subclasses from the core and the services) become
+4xx answers in the project's one exception handler (``saliency_site.errors``).
 """
 from __future__ import annotations
 
@@ -17,40 +17,17 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, serializers, services
-from .core import custom, zoo
+from .core import custom
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
 logger = logging.getLogger(__name__)
-
-
-class Conflict(exceptions.APIException):
-    status_code = status.HTTP_409_CONFLICT
-    default_code = "not_available"
-
-
-def domain_error(error: Exception) -> exceptions.APIException:
-    """The API answer for a domain error: 409 when the server lacks something, 400 otherwise."""
-    message = str(error)
-    if isinstance(error, (zoo.WeightsMissing, services.NotAvailable)):
-        return Conflict(message)
-    return exceptions.ValidationError({"detail": message})
-
-
-class DomainErrorsMixin:
-    """Turns ``ValueError`` raised by services or the core into clear 4xx answers."""
-
-    def handle_exception(self, exc):
-        if isinstance(exc, ValueError) and not isinstance(exc, exceptions.APIException):
-            logger.info("request refused: %s", exc)
-            exc = domain_error(exc)
-        return super().handle_exception(exc)
 
 
 def _accepted(url: str, jobs: list[str]) -> Response:
     return Response({"url": url, "jobs": jobs}, status=status.HTTP_202_ACCEPTED, headers={"Location": url})
 
 
-class ClassifierModelViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
+class ClassifierModelViewSet(viewsets.ModelViewSet):
     """Built-in models and the user's uploads. Upload: multipart ``name``, ``architecture``, ``weights``,
     optional ``class_names`` (text, one per line). Only the user's own models can be renamed or deleted."""
 
@@ -129,7 +106,7 @@ class ArchitectureView(APIView):
                          for a in custom.ARCHITECTURES.values()])
 
 
-class MethodSettingViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
+class MethodSettingViewSet(viewsets.ModelViewSet):
     """Saved method parameters per model. POST creates or replaces; DELETE resets to the defaults."""
 
     serializer_class = serializers.MethodSettingSerializer
@@ -163,7 +140,7 @@ class MethodSettingViewSet(DomainErrorsMixin, viewsets.ModelViewSet):
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
-class InputImageViewSet(DomainErrorsMixin, mixins.CreateModelMixin, mixins.RetrieveModelMixin,
+class InputImageViewSet(mixins.CreateModelMixin, mixins.RetrieveModelMixin,
                         mixins.DestroyModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Images to explain: upload a file (multipart ``file``) or pick a bundled ``sample``."""
 
@@ -209,7 +186,7 @@ class SampleView(APIView):
         return Response([{"key": k, "name": v} for k, v in services.SAMPLES.items()])
 
 
-class ExplanationSetViewSet(DomainErrorsMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin,
+class ExplanationSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin,
                             mixins.DestroyModelMixin, viewsets.GenericViewSet):
     """One image on one model. Creating it queues the prediction (202); ``maps`` queues one job per method."""
 

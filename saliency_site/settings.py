@@ -176,6 +176,8 @@ REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
+    # Domain errors (ValueError subclasses) become clear 4xx answers here, in one place.
+    "EXCEPTION_HANDLER": "saliency_site.errors.api_exception_handler",
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Saliency Workbench API",

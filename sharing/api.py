@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from drf_spectacular.utils import extend_schema
-from rest_framework import exceptions, mixins, status, viewsets
+from rest_framework import mixins, status, viewsets
 from rest_framework.response import Response
 
 from . import selectors, services
@@ -25,12 +25,7 @@ class ShareViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.Dest
     def create(self, request, *args, **kwargs):
         data = ShareCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        try:
-            share = services.share_create(owner=request.user, **data.validated_data)
-        except services.ShareError as error:
-            raise exceptions.NotFound(str(error)) from None
-        except ValueError as error:
-            raise exceptions.ValidationError({"options": str(error)}) from None
+        share = services.share_create(owner=request.user, **data.validated_data)
         return Response(ShareSerializer(share, context={"request": request}).data, status=status.HTTP_201_CREATED)
 
     def destroy(self, request, *args, **kwargs):

@@ -6,11 +6,13 @@ import secrets
 from django.contrib.contenttypes.models import ContentType
 from django.utils import timezone
 
+from saliency_site.errors import InputError, NotFound
+
 from . import registry
 from .models import Share
 
 
-class ShareError(ValueError):
+class ShareError(NotFound):
     """The object cannot be shared: not the user's, or an unknown view (answered as "not found")."""
 
 
@@ -27,7 +29,10 @@ def share_create(*, owner, view: str, object_id: int, options: dict | None = Non
     obj = spec.model.objects.filter(pk=object_id).first()
     if obj is None or spec.owner_of(obj) != owner.pk:
         raise ShareError(f"you have no {view} #{object_id} to share")
-    clean_options = spec.options(dict(options or {}))  # ValueError: bad options (a 400, not a 404)
+    try:
+        clean_options = spec.options(dict(options or {}))
+    except ValueError as error:  # bad options: a 400 about them, not a 404
+        raise InputError(str(error), field="options") from None
     return Share.objects.create(
         owner=owner,
         token=secrets.token_urlsafe(32),
