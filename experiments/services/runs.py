@@ -1,0 +1,212 @@
+"""A run's life before and around its shards: create, submit, schedule, start, release, cancel, resume, delete."""
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Iterable, Mapping, Sequence
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from explain.models import ClassifierModel
+from saliency_site.errors import InputError, NotAvailable, StateError
+
+from ..core.protocols import Protocol
+from ..models import Experiment, Shard
+from .aggregation import experiment_aggregate, run_manifest
+from .datasets import DATASET_KINDS, MAX_IMAGES, dataset_open, dataset_spec
+from .estimates import experiment_estimate
+from .methods import method_entries
+from .protocols import check_protocol_fits, protocol_read
+
+logger = logging.getLogger(__name__)
+
+#: A shard should take about this long, so a crash loses little and many workers share a run.
+SHARD_TARGET_SECONDS = 300
+
+
+def _model_snapshot(model: ClassifierModel) -> dict:
+    return {
+        "id": model.pk, "name": model.name, "builtin_key": model.builtin_key, "architecture": model.architecture,
+        "family": model.family, "num_classes": model.num_classes, "weights_sha256": model.weights_sha256,
+    }
+
+
+@transaction.atomic
+def experiment_create(
+    *,
+    owner,
+    name: str,
+    model: ClassifierModel,
+    dataset: Mapping[str, Any],
+    methods: Sequence[Mapping[str, Any] | str],
+    protocols: Sequence[str | Mapping[str, Any]],
+    seed: int = 0,
+    shard_size: int | None = None,
+    start_at: datetime | None = None,
+    after_current: bool = False,
+    submit: bool = True,
+) -> Experiment:
+    """Validate and store a run with its estimate; then queue it, schedule it, or (``submit=False``)
+    leave it for :func:`experiment_run_sync`.
+
+    ``start_at`` (aware datetime) schedules the start; ``after_current`` starts it once the
+    owner's queued and running runs have finished (runs so marked start one at a time, in
+    submission order).
+    """
+    name = (name or "").strip()
+    if not name:
+        raise InputError("give the run a name")
+    if not model.weights_present:
+        raise NotAvailable(f"the weights of {model.name} are not installed on this server; "
+                           "an operator can add them with `manage.py import_weights`")
+    spec = dataset_spec(dataset)
+    data = dataset_open(spec=spec)
+    if len(data) == 0:
+        raise InputError("the data set has no images")
+    if len(data) > MAX_IMAGES:
+        raise InputError(f"the data set has {len(data)} images; take a subset of at most {MAX_IMAGES}")
+    entries = method_entries(owner=owner, model=model, methods=list(methods))
+    if not protocols:
+        raise InputError("choose at least one protocol")
+    chosen: list[Protocol] = []
+    for raw in protocols:
+        protocol = protocol_read(raw)
+        if any(p.name == protocol.name for p in chosen):
+            raise InputError(f"protocol {protocol.name} is listed twice")
+        check_protocol_fits(protocol, DATASET_KINDS[spec["kind"]], data, model)
+        chosen.append(protocol)
+    pdicts = [p.to_dict() for p in chosen]
+    estimate, basis = experiment_estimate(model=model, methods=entries, protocols=pdicts, num_images=len(data))
+    if shard_size is None:
+        per_image = estimate / len(data)
+        shard_size = int(min(1000, max(1, SHARD_TARGET_SECONDS // max(per_image, 1e-3))))
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise InputError(f"shard_size must be a positive number of images, not {shard_size!r}")
+    if start_at is not None and timezone.is_naive(start_at):
+        raise InputError("start_at needs a time zone (e.g. 2026-11-27T02:00:00+00:00)")
+    experiment = Experiment.objects.create(
+        owner=owner, name=name[:200], model=model, model_snapshot=_model_snapshot(model),
+        dataset=spec, dataset_info=data.describe(), methods=entries, protocols=pdicts, seed=int(seed),
+        shard_size=shard_size, status=Experiment.Status.SCHEDULED, scheduled_for=start_at,
+        after_current=bool(after_current), num_images=len(data), units_total=len(data) * len(entries),
+        estimated_seconds=estimate, estimate_basis=basis,
+    )
+    if submit:
+        experiment = experiment_submit(experiment=experiment)
+    return experiment
+
+
+def experiment_submit(*, experiment: Experiment) -> Experiment:
+    """Start now, or leave the run scheduled: a start time is handed to Celery as the task's
+    ``eta``; "after the current runs" is released when the owner's runs finish."""
+    if experiment.scheduled_for is not None and experiment.scheduled_for > timezone.now():
+        from ..tasks import start_scheduled  # here, not at the top: the tasks module imports this package
+
+        pk, eta = experiment.pk, experiment.scheduled_for
+        transaction.on_commit(lambda: start_scheduled.apply_async((pk,), eta=eta))
+        return experiment
+    if experiment.after_current:
+        experiments_release(owner=experiment.owner)
+        experiment.refresh_from_db()
+        return experiment
+    return experiment_start(experiment=experiment)
+
+
+def make_shards(experiment: Experiment) -> list[Shard]:
+    size = experiment.shard_size
+    return Shard.objects.bulk_create([
+        Shard(experiment=experiment, index=i, start=start, stop=min(start + size, experiment.num_images))
+        for i, start in enumerate(range(0, experiment.num_images, size))
+    ])
+
+
+def _enqueue_shards(shard_ids: Iterable[int]) -> None:
+    from ..tasks import run_shard  # here, not at the top: the tasks module imports this package
+
+    ids = list(shard_ids)
+    transaction.on_commit(lambda: [run_shard.delay(pk) for pk in ids])
+
+
+@transaction.atomic
+def experiment_start(*, experiment: Experiment) -> Experiment:
+    """Split a scheduled run into shards and queue them (once: a second call changes nothing)."""
+    exp = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if exp.status != Experiment.Status.SCHEDULED:
+        return exp
+    shards = list(exp.shards.all()) or make_shards(exp)
+    exp.status = Experiment.Status.QUEUED
+    exp.save(update_fields=["status"])
+    _enqueue_shards(s.pk for s in shards if s.status == Shard.Status.QUEUED)
+    return exp
+
+
+def experiments_release(*, owner) -> list[Experiment]:
+    """Start the owner's scheduled runs whose time has come, and, when none of their runs is
+    queued or running, the oldest run waiting for "after the current ones"."""
+    now = timezone.now()
+    started = []
+    due = Experiment.objects.filter(owner=owner, status=Experiment.Status.SCHEDULED, after_current=False,
+                                    scheduled_for__lte=now)
+    for exp in due:
+        started.append(experiment_start(experiment=exp))
+    if not Experiment.objects.owned_by(owner).active().exists():
+        waiting = (Experiment.objects.filter(owner=owner, status=Experiment.Status.SCHEDULED, after_current=True)
+                   .filter(Q(scheduled_for__isnull=True) | Q(scheduled_for__lte=now))
+                   .order_by("created_at", "id").first())
+        if waiting is not None:
+            started.append(experiment_start(experiment=waiting))
+    return started
+
+
+def experiment_cancel(*, experiment: Experiment) -> Experiment:
+    """Stop a run: queued shards are dropped, running ones stop after their current image;
+    the records so far are kept and aggregated."""
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update().get(pk=experiment.pk)
+        if exp.is_finished:
+            raise StateError(f"run #{exp.pk} has already {exp.get_status_display().lower()}; nothing to cancel")
+        exp.shards.exclude(status=Shard.Status.DONE).update(status=Shard.Status.CANCELLED)
+        exp.status = Experiment.Status.CANCELLED
+        exp.finished_at = timezone.now()
+        exp.results = experiment_aggregate(experiment=exp)
+        exp.manifest = run_manifest(exp)
+        exp.save(update_fields=["status", "finished_at", "results", "manifest"])
+    experiments_release(owner=exp.owner)
+    return exp
+
+
+@transaction.atomic
+def experiment_resume(*, experiment: Experiment) -> Experiment:
+    """Queue every unfinished shard again (after a lost broker, or a worker that never came
+    back). Safe at any time: a shard skips its finished images, a duplicate writes nothing."""
+    exp = Experiment.objects.select_for_update().get(pk=experiment.pk)
+    if exp.status not in (Experiment.Status.QUEUED, Experiment.Status.RUNNING):
+        raise StateError(f"run #{exp.pk} is {exp.get_status_display().lower()}; only queued or running runs resume")
+    _enqueue_shards(exp.shards.filter(status__in=[Shard.Status.QUEUED, Shard.Status.RUNNING])
+                    .values_list("pk", flat=True))
+    return exp
+
+
+def shards_requeue_for_worker(*, hostname: str, held_before: datetime) -> int:
+    """Requeue the running shards a worker called ``hostname`` held before it restarted.
+
+    Called when a worker starts: every shard still marked as running there with a heartbeat
+    older than the start (``held_before``) was orphaned by its previous process (a crash or
+    a killed site).
+    """
+    ids = list(Shard.objects.filter(worker=hostname, status=Shard.Status.RUNNING, heartbeat_at__lt=held_before,
+                                    experiment__status__in=[Experiment.Status.QUEUED, Experiment.Status.RUNNING])
+               .values_list("pk", flat=True))
+    if ids:
+        logger.info("worker %s restarted: requeueing shards %s", hostname, ids)
+        with transaction.atomic():
+            _enqueue_shards(ids)
+    return len(ids)
+
+
+def experiment_delete(*, experiment: Experiment) -> None:
+    if not experiment.is_finished and experiment.status != Experiment.Status.SCHEDULED:
+        experiment_cancel(experiment=experiment)
+    experiment.delete()
