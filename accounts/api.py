@@ -1,7 +1,7 @@
 """The accounts API: register, obtain a token (username or account number), the current account."""
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, update_session_auth_hash
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
@@ -70,7 +70,8 @@ class TokenView(APIView):
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=username_for_login(data.validated_data["login"]),
+        # The Django request, not DRF's wrapper: the login throttle marks it for its middleware.
+        user = authenticate(request._request, username=username_for_login(data.validated_data["login"]),
                             password=data.validated_data["password"])
         if user is None:
             raise serializers.ValidationError({"detail": "Unknown username/account number or wrong password."})
@@ -92,6 +93,8 @@ class PasswordView(APIView):
             services.account_change_password(user=request.user, **data.validated_data)
         except ValidationError as error:
             raise _validation_error(error) from None
+        if hasattr(request._request, "session"):
+            update_session_auth_hash(request._request, request.user)  # a browser caller stays logged in
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 

@@ -10,6 +10,7 @@ from django.db import IntegrityError, transaction
 from rest_framework.authtoken.models import Token
 
 from .models import ACCOUNT_NUMBER_MAX, ACCOUNT_NUMBER_MIN, Account
+from .selectors import is_account_number
 
 User = get_user_model()
 
@@ -25,7 +26,7 @@ def username_validate(username: str) -> str:
         raise ValidationError("Choose a username.")
     if len(username) > 150:
         raise ValidationError("A username has at most 150 characters.")
-    if username.isdigit():
+    if is_account_number(username):
         raise ValidationError("A username cannot be only digits: those are read as account numbers at login.")
     User.username_validator(username)
     if User.objects.filter(username__iexact=username).exists():
@@ -52,12 +53,20 @@ def account_register(*, username: str, password: str) -> Account:
 
 
 def account_change_password(*, user, old_password: str, new_password: str) -> None:
-    """Change the password; the old one must be given. Raises ``ValidationError`` saying what is wrong."""
+    """Change the password; the old one must be given. Raises ``ValidationError`` saying what is wrong.
+
+    Whoever knew the old password may hold the API token or a session: the token is deleted
+    (a new one is made on next use), and every session of the user ends, because Django checks
+    each session against a hash of the password. The caller keeps its own session with
+    ``update_session_auth_hash``.
+    """
     if not user.check_password(old_password or ""):
         raise ValidationError("The current password is wrong.")
     validate_password(new_password, user=user)
-    user.set_password(new_password)
-    user.save(update_fields=["password"])
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        Token.objects.filter(user=user).delete()
 
 
 def account_token_get(*, user) -> Token:

@@ -1,11 +1,13 @@
 """Account pages: register, log in (username or account number), log out, account settings."""
 from __future__ import annotations
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, update_session_auth_hash
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import ValidationError
+from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
 from rest_framework.authtoken.models import Token
@@ -46,6 +48,22 @@ def welcome(request):
     number = request.session.pop("new_account_number", None)
     account = account_for(request.user)
     return render(request, "accounts/welcome.html", {"account": account, "just_registered": number is not None})
+
+
+def login_locked_out(request, original_response=None, credentials=None):
+    """The answer to a login refused by the throttle (django-axes): 429 with the cool-off, as
+    JSON for the API and as the login page with the message for a browser."""
+    minutes = max(1, round(settings.AXES_COOLOFF_TIME.total_seconds() / 60))
+    message = (f"Too many failed logins for this account or from this address; "
+               f"try again in {minutes} minute{'s' if minutes != 1 else ''}.")
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": message}, status=429, headers={"Retry-After": str(minutes * 60)})
+    form = LoginForm(request, data=request.POST or None)
+    form.errors.clear()
+    form.add_error(None, message)
+    response = render(request, "accounts/login.html", {"form": form}, status=429)
+    response["Retry-After"] = str(minutes * 60)
+    return response
 
 
 class LoginView(auth_views.LoginView):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -90,6 +91,7 @@ INSTALLED_APPS = [
     "experiments",
     "frontend",
     "sharing",
+    "axes",                      # failed logins counted per account and per address
 ]
 
 MIDDLEWARE = [
@@ -101,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",   # last: turns a locked-out login into our answer
 ]
 
 ROOT_URLCONF = "saliency_site.urls"
@@ -194,6 +197,19 @@ SPECTACULAR_SETTINGS = {
         "ShardStatusEnum": "experiments.models.Shard.Status",
     },
 }
+
+# Login throttling (django-axes): after AXES_FAILURE_LIMIT wrong passwords for one account, or
+# from one address, logins for it are refused for the cool-off, on the page and the API alike.
+AUTHENTICATION_BACKENDS = [
+    "accounts.backends.LoginThrottleBackend",   # django-axes' check, for logins with a request
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]   # either one locks: per account, per address
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "accounts.views.login_locked_out"
+AXES_VERBOSE = False
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
