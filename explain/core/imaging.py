@@ -14,7 +14,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .handle import Classifier
 
@@ -27,7 +27,8 @@ class ImageError(ValueError):
 
 
 def load_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
-    """Open ``source`` as an RGB image, raising ``ImageError`` with a clear message when it is not one."""
+    """Open ``source`` as an upright RGB image (its EXIF orientation applied), raising
+    ``ImageError`` with a clear message when it is not one."""
     if isinstance(source, bytes):
         source = io.BytesIO(source)
     name = getattr(source, "name", None) or (str(source) if isinstance(source, (str, Path)) else "the upload")
@@ -40,7 +41,10 @@ def load_image(source: str | Path | bytes | BinaryIO) -> Image.Image:
                     f"{name} is {width}×{height} pixels; images may have at most {MAX_PIXELS // 1_000_000} megapixels"
                 )
             image.load()  # decode now: a truncated file fails here, not later
-            return image.convert("RGB")
+            # A camera stores a portrait photo's pixels as shot and says how to turn them in its
+            # EXIF Orientation tag: turn them first, so every map is of the upright photo.
+            upright = ImageOps.exif_transpose(image)
+            return upright.convert("RGB")
     except FileNotFoundError:
         raise ImageError(f"{name}: no such file") from None
     except UnidentifiedImageError:
