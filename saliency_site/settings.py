@@ -210,9 +210,23 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_ACKS_LATE = True                 # a task a dead worker held goes back to the queue
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1        # long GPU tasks: take one at a time
+# An unacknowledged task of a worker that vanished without a word (SIGKILL, power loss) is
+# delivered again after this long; the sweep below usually requeues its work much sooner.
 CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True        # a restarted Redis is found again, however long it took
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Celery beat (its own process under ./run, its own service under compose) sweeps for work whose
+# worker is gone: shards and jobs marked running on a worker that no longer answers go back to
+# the queue. The sweeps are light and go to `default`; one that could not run in time expires.
+SWEEP_EVERY_SECONDS = env_int("SALIENCY_SWEEP_SECONDS", 15)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-shards": {"task": "experiments.tasks.requeue_stale_shards", "schedule": SWEEP_EVERY_SECONDS,
+                             "options": {"expires": SWEEP_EVERY_SECONDS}},
+    "requeue-stale-jobs": {"task": "explain.tasks.requeue_stale_jobs", "schedule": SWEEP_EVERY_SECONDS,
+                           "options": {"expires": SWEEP_EVERY_SECONDS}},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 LOGGING = {

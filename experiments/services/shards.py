@@ -5,7 +5,7 @@ import logging
 import time
 from typing import Any, Mapping
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from explain import services as explain_services
@@ -83,6 +83,8 @@ def shard_run(*, shard: Shard, worker: str = "") -> Shard:
         if len(dataset) != exp.num_images or [s.key for s in dataset.samples[shard.start:shard.stop]] != keys[shard.start:shard.stop]:
             raise ValueError("the data set on disk no longer matches the one this run was submitted with "
                              "(images added, removed or renamed); submit a new run")
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the task is retried, the run does not fail
     except ValueError as error:
         logger.info("run %s failed: %s", exp.pk, error)
         _fail(exp, str(error))
