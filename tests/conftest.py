@@ -63,8 +63,10 @@ class WorkerProcess:
         from saliency_site.celery import app
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        # One torch thread, as in this process (one_torch_thread): the results of a worker and of
+        # a reference computed here then agree to float32 rounding.
         env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
-               "SALIENCY_SWEEP_SECONDS": "2", **self.env}
+               "SALIENCY_SWEEP_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.env}
         argv = [sys.executable, "-m", "celery", "-A", "saliency_site", "worker", "--queues", self.queues,
                 "--concurrency", "1", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
                 "--without-gossip", "--without-mingle"]
