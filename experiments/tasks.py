@@ -1,6 +1,6 @@
 """Celery adapters: a primary key in, the row loaded, one service called.
 
-``run_shard`` is routed to the ``gpu`` queue (settings). Late acknowledgement (settings) means
+``run_shard`` is routed to the ``batch`` queue (settings). Late acknowledgement (settings) means
 a shard whose worker dies is delivered again; the service makes that harmless. A shard that
 loses its database connection (PostgreSQL restarted) is retried by Celery with a back-off;
 ``requeue_stale_shards`` (run by Celery beat) requeues shards whose worker is gone.
@@ -22,6 +22,8 @@ from .models import Experiment, Shard
 logger = logging.getLogger(__name__)
 
 
+INTERACTIVE_QUEUE = "interactive"
+
 #: A running shard whose heartbeat is this many progress intervals old, on a worker that does
 #: not answer (or answers without running it), is requeued.
 STALE_AFTER_INTERVALS = 5
@@ -36,7 +38,24 @@ def run_shard(self, shard_id: int) -> None:
     shard = Shard.objects.filter(pk=shard_id).first()
     if shard is None or shard.status in (Shard.Status.DONE, Shard.Status.CANCELLED):
         return  # deleted meanwhile, or a redelivery of finished work
-    services.shard_run(shard=shard, worker=self.request.hostname or "")
+    services.shard_run(shard=shard, worker=self.request.hostname or "", should_yield=_interactive_waiting(self.app))
+
+
+def _interactive_waiting(app):
+    """On a worker that also serves the ``interactive`` queue: a check whether a message waits
+    there (one Redis LLEN per image). ``None`` on a batch-only worker: nothing to yield to."""
+    if INTERACTIVE_QUEUE not in (app.amqp.queues.consume_from or {}):
+        return None
+
+    def waiting() -> bool:
+        try:
+            with app.connection_for_read() as connection:
+                return connection.default_channel.queue_declare(queue=INTERACTIVE_QUEUE, passive=True).message_count > 0
+        except Exception:  # noqa: BLE001 - no answer: keep going rather than stop the shard
+            logger.warning("could not look at the interactive queue", exc_info=True)
+            return False
+
+    return waiting
 
 
 @shared_task(name="experiments.tasks.start_scheduled", acks_late=True)

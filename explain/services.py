@@ -310,7 +310,7 @@ def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage
 
 
 def _enqueue(job: Job) -> None:
-    """Send the job to the ``gpu`` queue once its row is committed (a worker must be able to read it)."""
+    """Send the job to the ``interactive`` queue once its row is committed (a worker must be able to read it)."""
     from .tasks import run_job
 
     def send() -> None:

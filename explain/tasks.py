@@ -1,4 +1,4 @@
-"""Celery adapters: a primary key in, the row loaded, one service called. Routed to the ``gpu`` queue.
+"""Celery adapters: a primary key in, the row loaded, one service called. Routed to the ``interactive`` queue.
 
 A job whose worker process dies is delivered again (late acknowledgement, reject on worker
 lost); one whose whole worker vanished is found by ``requeue_stale_jobs`` (Celery beat). Both

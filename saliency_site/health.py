@@ -1,6 +1,7 @@
 """``GET /healthz``: is the site able to do its work right now?
 
-200 when the database, the broker and at least one Celery worker answer, and (under ``./run``)
+200 when the database and the broker answer, Celery workers serve every queue of
+``settings.WORK_QUEUES``, and (under ``./run``)
 every process the launcher supervises is up; 503 otherwise, e.g. while a crashed worker or
 Redis is being restarted. Everyone sees each piece's state (``ok`` / ``unavailable``); staff
 also see the details an operator needs (broker address, database version, worker names and
@@ -57,6 +58,10 @@ def workers_status() -> dict:
             queues = inspector.active_queues() or {}
         status["workers"] = {name: sorted(q["name"] for q in qs) for name, qs in queues.items()}
         status["count"] = len(status["workers"])
+        served = {queue for names in status["workers"].values() for queue in names}
+        missing = [queue for queue in settings.WORK_QUEUES if queue not in served]
+        if missing and status["count"]:
+            status["error"] = f"no worker serves the queue(s): {', '.join(missing)}"
     except Exception as error:
         status["error"] = str(error).splitlines()[0]
     return status
@@ -112,7 +117,7 @@ def healthz(request):
     broker = broker_status()
     workers = workers_status() if broker["reachable"] else {"count": 0, "workers": {}, "error": "broker down"}
     supervisor = supervisor_status()
-    workers["reachable"] = workers["count"] >= 1
+    workers["reachable"] = workers["count"] >= 1 and "error" not in workers
     pieces = {"database": database, "broker": broker, "workers": workers}
     if supervisor is not None:
         pieces["supervisor"] = supervisor

@@ -78,8 +78,8 @@ class Services:
         self._processes: list[tuple[str, subprocess.Popen]] = []
         self._postgres = None
         self._wrote_services_file = False
-        # name -> how to start it again: (argv, a readiness check or None)
-        self._recipes: dict[str, tuple[list[str], object]] = {}
+        # name -> how to start it again: (argv, a readiness check or None, extra environment)
+        self._recipes: dict[str, tuple[list[str], object, dict | None]] = {}
         # name -> supervision state, written to data/run/supervisor.json while serving
         self._state: dict[str, dict] = {}
         self.supervising = False
@@ -141,18 +141,20 @@ class Services:
     def child_env(self) -> dict[str, str]:
         return {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
 
-    def spawn(self, name: str, argv: list[str], ready=None, **kwargs) -> subprocess.Popen:
+    def spawn(self, name: str, argv: list[str], ready=None, env: dict[str, str] | None = None,
+              **kwargs) -> subprocess.Popen:
         """Start a child (``ready(process)`` waits until it serves); a restart of ``name`` keeps
         its place in the stop order."""
         # A new session: Ctrl-C reaches only this launcher, which stops children in order.
-        process = subprocess.Popen(argv, cwd=BASE_DIR, env=self.child_env(), start_new_session=True, **kwargs)
+        process = subprocess.Popen(argv, cwd=BASE_DIR, env={**self.child_env(), **(env or {})},
+                                   start_new_session=True, **kwargs)
         for i, (known, _) in enumerate(self._processes):
             if known == name:
                 self._processes[i] = (name, process)
                 break
         else:
             self._processes.append((name, process))
-        self._recipes[name] = (argv, ready)
+        self._recipes[name] = (argv, ready, env)
         state = self._state.setdefault(name, {"restarts": 0, "failures": 0})
         state.update(state="starting", pid=process.pid, started=time.monotonic(), since=_now_iso())
         if ready is not None:
@@ -164,12 +166,13 @@ class Services:
     def manage(self, *args: str) -> None:
         subprocess.run([PYTHON, "manage.py", *args], cwd=BASE_DIR, env=self.child_env(), check=True)
 
-    def start_worker(self, concurrency: int = 1, queues: str = "gpu,default", name: str = "worker") -> subprocess.Popen:
+    def start_worker(self, concurrency: int = 1, queues: str = "interactive,batch,default", name: str = "worker",
+                     env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.spawn(name, [
             PYTHON, "-m", "celery", "-A", "saliency_site", "worker",
             "--queues", queues, "--concurrency", str(concurrency),
             "--hostname", f"{name}@%h", "--loglevel", "INFO", "--without-gossip", "--without-mingle",
-        ])
+        ], env=env)
 
     def start_beat(self) -> subprocess.Popen:
         """Celery beat, its own process: the periodic sweep that requeues work of dead workers
@@ -227,10 +230,10 @@ class Services:
                              since=_now_iso())
                 self._write_state()
             elif state["state"] == "restarting" and now >= state["restart_at"]:
-                argv, ready = self._recipes[name]
+                argv, ready, env = self._recipes[name]
                 state["restarts"] += 1
                 try:
-                    process = self.spawn(name, argv, ready=ready)
+                    process = self.spawn(name, argv, ready=ready, env=env)
                 except (RuntimeError, OSError) as error:
                     delay = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_START_S * 2 ** state["failures"])
                     state["failures"] += 1
@@ -292,7 +295,17 @@ def serve(args) -> int:
         services.manage("migrate", "--noinput", "-v", "0")
         services.manage("sync_models")
         services.manage("collectstatic", "--noinput", "-v", "0")
-        services.start_worker(concurrency=int(os.environ.get("WORKER_CONCURRENCY", "1")))
+        # Maps and predictions must not wait for a shard: one worker serves only interactive work
+        # (and the light default queue); the other takes interactive work first too, then
+        # shards, which hand it back between images when a map is waiting. So a map starts at
+        # once while a run is busy, and two maps run at once when no run is. On a two-core
+        # machine each worker gets one torch thread (OMP_NUM_THREADS): two busy processes
+        # would otherwise fight over both cores.
+        threads = os.environ.get("OMP_NUM_THREADS") or str(max(1, (os.cpu_count() or 2) // 2))
+        services.start_worker(concurrency=1, queues="interactive,default", name="interactive",
+                              env={"OMP_NUM_THREADS": threads})
+        services.start_worker(concurrency=int(os.environ.get("WORKER_CONCURRENCY", "1")),
+                              queues="interactive,batch,default", name="worker", env={"OMP_NUM_THREADS": threads})
         services.start_beat()
         services.start_web(host, port, workers=int(os.environ.get("WEB_CONCURRENCY", "2")))
         print(f"\nSaliency Workbench is running at http://{host}:{port}  (health: /healthz, Ctrl-C stops it)\n",

@@ -38,10 +38,10 @@ class WorkerProcess:
     """A real ``celery worker`` subprocess consuming the test broker's queues.
 
     ``beat=True`` embeds Celery beat (``-B``), so the periodic sweeps run, every
-    ``SALIENCY_SWEEP_SECONDS`` (2 s here); ``env`` adds environment variables (another broker).
+    ``SALIENCY_SWEEP_SECONDS`` (2 s here); ``env`` adds environment variables.
     """
 
-    QUEUES = "gpu,default"
+    QUEUES = "interactive,batch,default"
 
     def __init__(self, database_url: str, name: str = "testworker", queues: str | None = None,
                  beat: bool = False, env: dict | None = None):
@@ -75,16 +75,14 @@ class WorkerProcess:
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
                                         start_new_session=True)
-        broker = self.env.get("CELERY_BROKER_URL")
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Celery worker exited with {self.process.returncode}; see {self.log_path}")
-            if broker:
-                with app.connection_for_read(broker) as connection:
-                    replies = app.control.ping(timeout=0.5, connection=connection) or []
-            else:
+            try:
                 replies = app.control.ping(timeout=0.5) or []
+            except Exception:  # noqa: BLE001 - a broker restarted meanwhile (stale pooled connection): ask again
+                replies = []
             if any(self.name in next(iter(reply)) for reply in replies):
                 return self
         raise RuntimeError(f"the Celery worker did not answer within {timeout:.0f} s; see {self.log_path}")
@@ -129,9 +127,9 @@ def worker_factory(worker_database_url):
     started: list[WorkerProcess] = []
 
     def start(name: str, **options) -> WorkerProcess:
-        worker = WorkerProcess(worker_database_url, name=name, **options).start()
-        started.append(worker)
-        return worker
+        worker = WorkerProcess(worker_database_url, name=name, **options)
+        started.append(worker)  # before it answers: one that never does is stopped too
+        return worker.start()
 
     yield start
     for worker in started:

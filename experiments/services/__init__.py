@@ -43,6 +43,7 @@ from .runs import (
     experiment_submit,
     experiments_release,
     shards_requeue_for_worker,
+    shards_requeue_running,
     shards_requeue_stale,
 )
 from .shards import PROGRESS_EVERY_SECONDS, experiment_complete_if_done, experiment_run_sync, shard_run
@@ -54,5 +55,5 @@ __all__ = [
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
     "experiment_estimate", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
-    "shard_run", "shards_requeue_for_worker", "shards_requeue_stale",
+    "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]

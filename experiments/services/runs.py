@@ -189,7 +189,7 @@ def experiment_resume(*, experiment: Experiment) -> Experiment:
     return exp
 
 
-def _requeue_running(ids: Iterable[int], why: str) -> list[int]:
+def shards_requeue_running(ids: Iterable[int], why: str) -> list[int]:
     """Put running shards back in the queue: status queued (progress stops counting them as
     running), a new task each. The status test makes a second sweep of the same shards a no-op."""
     requeued = []
@@ -198,7 +198,7 @@ def _requeue_running(ids: Iterable[int], why: str) -> list[int]:
             if Shard.objects.filter(pk=pk, status=Shard.Status.RUNNING).update(status=Shard.Status.QUEUED, worker=""):
                 requeued.append(pk)
         if requeued:
-            logger.warning("requeueing shards %s: %s", requeued, why)
+            logger.info("requeueing shards %s: %s", requeued, why)
             _enqueue_shards(requeued)
     return requeued
 
@@ -216,7 +216,7 @@ def shards_requeue_for_worker(*, hostname: str, held_before: datetime) -> int:
     a killed site).
     """
     ids = list(_running_shards().filter(worker=hostname, heartbeat_at__lt=held_before).values_list("pk", flat=True))
-    return len(_requeue_running(ids, f"worker {hostname} restarted"))
+    return len(shards_requeue_running(ids, f"worker {hostname} restarted"))
 
 
 def shards_requeue_stale(*, live: Mapping[str, Any], stale_after: float) -> list[int]:
@@ -234,7 +234,7 @@ def shards_requeue_stale(*, live: Mapping[str, Any], stale_after: float) -> list
         alive = live.get(worker)
         if alive is None or not alive.runs("experiments.tasks.run_shard", pk):
             orphaned.append(pk)
-    return _requeue_running(orphaned, f"their worker stopped (no heartbeat for {stale_after:.0f} s)")
+    return shards_requeue_running(orphaned, f"their worker stopped (no heartbeat for {stale_after:.0f} s)")
 
 
 def experiment_delete(*, experiment: Experiment) -> None:

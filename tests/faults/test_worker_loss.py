@@ -38,7 +38,7 @@ def test_a_worker_lost_for_good_has_its_shards_requeued_by_the_sweep(worker_fact
     assert run.status == Experiment.Status.DONE, run.error
     for shard in Shard.objects.filter(pk__in=orphaned):
         assert shard.status == Shard.Status.DONE and shard.attempts >= 2 and shard.worker == rescuer.hostname
-    assert "requeueing shards" in rescuer.log_path.read_text()
+    assert "their worker stopped" in rescuer.log_path.read_text()
     assert_same_records(run, reference())
 
 

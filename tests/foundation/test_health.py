@@ -26,7 +26,7 @@ def test_healthy_with_database_broker_and_a_worker(staff_client, celery_worker):
     assert body["broker"]["state"] == "ok" and body["broker"]["url"].startswith("redis://")
     assert body["workers"]["count"] >= 1
     queues = next(q for name, q in body["workers"]["workers"].items() if name.startswith("testworker@"))
-    assert queues == ["default", "gpu"]
+    assert queues == ["batch", "default", "interactive"]
     assert body["models"]["efficientnet_lite0"]["weights"] == "present"
     assert set(body["models"]) == {"efficientnet_lite0", "vgg16", "vgg19", "resnet18", "vit_b_16"}
 

@@ -87,7 +87,7 @@ def test_site_starts_stops_cleanly_and_keeps_its_data(tmp_path):
         body = wait_healthy(port, launcher)
         assert body["status"] == "ok" and body["supervisor"]["state"] == "ok"
         assert {name for name, child in children(data_dir).items() if child["state"] == "running"} == \
-            {"redis", "worker", "beat", "web"}
+            {"redis", "interactive", "worker", "beat", "web"}
         # gunicorn serves the collected static files too (WhiteNoise).
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/static/admin/css/base.css", timeout=10) as response:
             assert response.status == 200 and b"body" in response.read()
