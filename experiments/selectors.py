@@ -7,8 +7,10 @@ import json
 import math
 from typing import Any, Iterable
 
-from django.db.models import Count, Q, Sum
+from django.db.models import Sum
 from django.utils import timezone
+
+from saliency_site.workers import live_workers
 
 from .models import Experiment, Record, Shard
 
@@ -25,8 +27,8 @@ def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
     """
     agg = experiment.shards.aggregate(
         done=Sum("units_done"), computed=Sum("units_computed"), busy=Sum("busy_seconds"),
-        running=Count("pk", filter=Q(status=Shard.Status.RUNNING)),
     )
+    agg["running"] = shards_running(experiment=experiment)
     total = experiment.units_total or 0
     if experiment.status == Experiment.Status.DONE:
         done = total
@@ -51,6 +53,20 @@ def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
         "shards_done": experiment.shards.filter(status=Shard.Status.DONE).count(),
         "shards_running": agg["running"] or 0,
     }
+
+
+def shards_running(*, experiment: Experiment) -> int:
+    """The run's shards that are really running: marked running on a worker that is alive,
+    and never more than those workers' pool slots. A shard whose worker died counts as
+    waiting until the sweep requeues it."""
+    marked = list(experiment.shards.filter(status=Shard.Status.RUNNING).values_list("worker", flat=True))
+    if not marked:
+        return 0
+    live = live_workers()
+    if not live:
+        return 0
+    running = sum(1 for worker in marked if worker in live)
+    return min(running, sum(live[worker].concurrency for worker in set(marked) if worker in live))
 
 
 def records_of(*, experiment: Experiment, image_index: int | None = None, method_slot: int | None = None,

@@ -168,8 +168,15 @@ class Job(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Which worker runs it, since when, how often it was started: a job whose worker died is
+    # found by the periodic sweep and retried, or failed with the reason after MAX_ATTEMPTS.
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
 
     objects = JobQuerySet.as_manager()
+
+    MAX_ATTEMPTS = 3
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -187,15 +194,18 @@ class Job(models.Model):
     def is_finished(self) -> bool:
         return self.status in (self.Status.DONE, self.Status.FAILED)
 
-    def mark_running(self) -> None:
+    def mark_running(self, worker: str = "") -> None:
         self.status = self.Status.RUNNING
-        self.started_at = timezone.now()
+        self.started_at = self.heartbeat_at = timezone.now()
         self.progress = max(self.progress, 0.05)
-        self.save(update_fields=["status", "started_at", "progress"])
+        self.worker = worker[:200]
+        self.attempts += 1
+        self.save(update_fields=["status", "started_at", "heartbeat_at", "progress", "worker", "attempts"])
 
     def mark_progress(self, fraction: float) -> None:
         self.progress = min(1.0, max(0.0, float(fraction)))
-        self.save(update_fields=["progress"])
+        self.heartbeat_at = timezone.now()
+        self.save(update_fields=["progress", "heartbeat_at"])
 
     def mark_failed(self, message: str) -> None:
         self.status = self.Status.FAILED

@@ -11,13 +11,15 @@ import hashlib
 import io
 import logging
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import numpy as np
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from saliency_site.errors import InputError, NotAvailable
@@ -308,7 +310,7 @@ def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage
 
 
 def _enqueue(job: Job) -> None:
-    """Send the job to the ``gpu`` queue once its row is committed (a worker must be able to read it)."""
+    """Send the job to the ``interactive`` queue once its row is committed (a worker must be able to read it)."""
     from .tasks import run_job
 
     def send() -> None:
@@ -388,16 +390,28 @@ def _top_k(probabilities, class_names, k: int = 5) -> list[dict]:
     return [{"index": int(i), "name": class_names[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
 
 
-def job_run(*, job: Job) -> Job:
-    """Do the job's work on this worker: a prediction or one map. Failures are recorded on the row."""
+def job_run(*, job: Job, worker: str = "") -> Job:
+    """Do the job's work on this worker: a prediction or one map. Failures are recorded on the row.
+
+    A job delivered again after its worker died mid-way runs again, up to ``Job.MAX_ATTEMPTS``
+    starts; then it fails with the reason (a map that kills its worker each time, out of memory
+    say, must not take every worker down in turn). A lost database connection is raised for
+    the task to retry.
+    """
     if job.is_finished:
         return job
-    job.mark_running()
+    if job.attempts >= Job.MAX_ATTEMPTS:
+        job.mark_failed(f"the worker stopped while computing this {job.get_kind_display().lower()} "
+                        f"{job.attempts} times (out of memory?); not tried again")
+        return job
+    job.mark_running(worker)
     try:
         if job.kind == Job.Kind.PREDICT:
             _run_prediction(job)
         else:
             _run_explanation(job)
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the task retries; marking the row would fail anyway
     except ValueError as error:  # domain errors: the user sees the message
         logger.info("job %s failed: %s", job.pk, error)
         job.mark_failed(str(error))
@@ -405,6 +419,37 @@ def job_run(*, job: Job) -> Job:
         logger.exception("job %s crashed", job.pk)
         job.mark_failed(f"internal error: {type(error).__name__}: {error}")
     return job
+
+
+def jobs_requeue_stale(*, live: Mapping[str, Any], stale_after: float, worker: str | None = None) -> dict[str, list[int]]:
+    """Jobs marked running on a worker that is gone (not among ``live``, hostname -> an object
+    with ``runs(task_name, argument)``, or alive without running it) and silent for
+    ``stale_after`` seconds: queued again, or failed with the reason once they were started
+    ``Job.MAX_ATTEMPTS`` times. Never left "running". ``worker`` limits the sweep to one
+    worker's jobs (a worker that restarts under its old name: ``live={}``, ``stale_after=0``)."""
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    done: dict[str, list[int]] = {"requeued": [], "failed": []}
+    stale = Job.objects.filter(status=Job.Status.RUNNING).filter(
+        Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True, started_at__lt=cutoff))
+    if worker is not None:
+        stale = stale.filter(worker=worker)
+    for pk, worker, attempts, heartbeat in stale.values_list("pk", "worker", "attempts", "heartbeat_at"):
+        alive = live.get(worker)
+        if alive is not None and alive.runs("explain.tasks.run_job", pk):
+            continue  # a long map on a live worker
+        # The status and heartbeat in the filter: a job that moved on meanwhile is left alone.
+        row = Job.objects.filter(pk=pk, status=Job.Status.RUNNING, heartbeat_at=heartbeat)
+        if attempts >= Job.MAX_ATTEMPTS:
+            if row.update(status=Job.Status.FAILED, finished_at=timezone.now(),
+                          error=f"its worker ({worker or 'unknown'}) stopped while computing it, {attempts} times; "
+                                "not tried again"):
+                done["failed"].append(pk)
+        elif row.update(status=Job.Status.QUEUED, worker=""):
+            done["requeued"].append(pk)
+            _enqueue(Job(pk=pk))
+    if done["requeued"] or done["failed"]:
+        logger.warning("jobs whose worker stopped: requeued %s, failed %s", done["requeued"], done["failed"])
+    return done
 
 
 def _finish(job: Job, **fields) -> None:

@@ -1,15 +1,55 @@
-"""Celery adapters: a primary key in, the row loaded, one service called. Routed to the ``gpu`` queue."""
+"""Celery adapters: a primary key in, the row loaded, one service called. Routed to the ``interactive`` queue.
+
+A job whose worker process dies is delivered again (late acknowledgement, reject on worker
+lost); one whose whole worker vanished is found by ``requeue_stale_jobs`` (Celery beat). Both
+end in a retry or, after ``Job.MAX_ATTEMPTS`` starts, a failure with the reason.
+"""
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from celery.signals import worker_ready
+from django.db import InterfaceError, OperationalError
+
+from saliency_site.workers import SWEEP_SNAPSHOT_AGE_S, live_workers
 
 from . import services
 from .models import Job
 
+logger = logging.getLogger(__name__)
 
-@shared_task(name="explain.tasks.run_job", acks_late=True)
-def run_job(job_id: int) -> None:
+#: A running job this many seconds silent, on a worker that is gone, is requeued.
+STALE_AFTER_SECONDS = 10.0
+
+
+@shared_task(name="explain.tasks.run_job", bind=True, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError, InterfaceError, ConnectionError), retry_backoff=1,
+             retry_backoff_max=30, max_retries=10)
+def run_job(self, job_id: int) -> None:
     job = Job.objects.select_related("explanation_set__model", "explanation_set__image").filter(pk=job_id).first()
     if job is None or job.is_finished:
         return  # deleted meanwhile, or a redelivery of finished work
-    services.job_run(job=job)
+    services.job_run(job=job, worker=self.request.hostname or "")
+
+
+@shared_task(name="explain.tasks.requeue_stale_jobs", ignore_result=True)
+def requeue_stale_jobs() -> dict:
+    """Periodic (Celery beat): jobs marked running on a worker that is gone are retried or failed."""
+    live = live_workers(max_age=SWEEP_SNAPSHOT_AGE_S)
+    if live is None:
+        return {}
+    return services.jobs_requeue_stale(live=live, stale_after=STALE_AFTER_SECONDS)
+
+
+@worker_ready.connect
+def _requeue_jobs_after_restart(sender=None, **kwargs) -> None:
+    """A worker starting under a name that still holds running jobs was restarted after a
+    crash: those jobs are retried at once, not at the next sweep."""
+    hostname = getattr(sender, "hostname", None)
+    if not hostname:
+        return
+    try:
+        services.jobs_requeue_stale(live={}, stale_after=0, worker=hostname)
+    except Exception:  # noqa: BLE001 - never stop a worker from starting
+        logger.exception("could not requeue the jobs %s held before it restarted", hostname)

@@ -1,4 +1,4 @@
-"""The Celery application: workers consume the ``gpu`` queue (explanations, evaluations) and ``default``."""
+"""The Celery application. Queues (settings): ``interactive`` (predictions, maps), ``batch`` (experiment shards), ``default``."""
 import os
 
 from celery import Celery

@@ -1,9 +1,16 @@
 """``GET /healthz``: is the site able to do its work right now?
 
-200 when the database, the broker and at least one Celery worker answer; 503 otherwise.
-The body says which piece is down, so an operator knows where to look.
+200 when the database and the broker answer, Celery workers serve every queue of
+``settings.WORK_QUEUES``, and (under ``./run``)
+every process the launcher supervises is up; 503 otherwise, e.g. while a crashed worker or
+Redis is being restarted. Everyone sees each piece's state (``ok`` / ``unavailable``); staff
+also see the details an operator needs (broker address, database version, worker names and
+queues, errors), which are nobody else's business.
 """
 from __future__ import annotations
+
+import json
+import os
 
 import redis
 from django.conf import settings
@@ -51,6 +58,10 @@ def workers_status() -> dict:
             queues = inspector.active_queues() or {}
         status["workers"] = {name: sorted(q["name"] for q in qs) for name, qs in queues.items()}
         status["count"] = len(status["workers"])
+        served = {queue for names in status["workers"].values() for queue in names}
+        missing = [queue for queue in settings.WORK_QUEUES if queue not in served]
+        if missing and status["count"]:
+            status["error"] = f"no worker serves the queue(s): {', '.join(missing)}"
     except Exception as error:
         status["error"] = str(error).splitlines()[0]
     return status
@@ -63,17 +74,58 @@ def _redact(url: str) -> str:
     return url
 
 
+def supervisor_status() -> dict | None:
+    """The launcher's children (``data/run/supervisor.json``), or ``None`` when no launcher
+    supervises this site (compose, or a launcher that is gone)."""
+    path = settings.DATA_DIR / "run" / "supervisor.json"
+    try:
+        known = json.loads(path.read_text())
+        os.kill(int(known["pid"]), 0)  # a file left by a killed launcher says nothing
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    children = known.get("children") or {}
+    down = sorted(name for name, child in children.items() if child.get("state") != "running")
+    status = {"reachable": not down, "children": children}
+    if down:
+        status["error"] = f"restarting: {', '.join(down)}"
+    return status
+
+
+def _is_staff(request) -> bool:
+    user = getattr(request, "user", None)
+    if user is not None and user.is_authenticated:
+        return bool(user.is_staff)
+    if "HTTP_AUTHORIZATION" in request.META:  # an API token, as the API takes it
+        from rest_framework.authentication import TokenAuthentication
+        from rest_framework.exceptions import AuthenticationFailed
+
+        try:
+            found = TokenAuthentication().authenticate(request)
+        except AuthenticationFailed:
+            return False
+        return bool(found and found[0].is_staff)
+    return False
+
+
+def _state(ok: bool) -> str:
+    return "ok" if ok else "unavailable"
+
+
 @require_GET
 def healthz(request):
     database = database_status()
     broker = broker_status()
     workers = workers_status() if broker["reachable"] else {"count": 0, "workers": {}, "error": "broker down"}
-    healthy = database["reachable"] and broker["reachable"] and workers["count"] >= 1
-    body = {
-        "status": "ok" if healthy else "unavailable",
-        "database": database,
-        "broker": broker,
-        "workers": workers,
-        "models": zoo.weights_status(),
-    }
+    supervisor = supervisor_status()
+    workers["reachable"] = workers["count"] >= 1 and "error" not in workers
+    pieces = {"database": database, "broker": broker, "workers": workers}
+    if supervisor is not None:
+        pieces["supervisor"] = supervisor
+    healthy = all(piece["reachable"] for piece in pieces.values())
+    if _is_staff(request):
+        body = {name: {"state": _state(piece.pop("reachable")), **piece} for name, piece in pieces.items()}
+        body["models"] = zoo.weights_status()
+    else:
+        body = {name: {"state": _state(piece["reachable"])} for name, piece in pieces.items()}
+    body = {"status": _state(healthy), **body}
     return JsonResponse(body, status=200 if healthy else 503)

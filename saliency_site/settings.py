@@ -245,17 +245,38 @@ LOGOUT_REDIRECT_URL = "/login/"
 # Celery: Redis broker; results live in PostgreSQL rows, not in a result backend.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _embedded.get("broker_url") or "redis://127.0.0.1:6379/0"
 REDIS_URL = os.environ.get("REDIS_URL") or CELERY_BROKER_URL
+# Work by kind: `interactive` (a prediction or a map someone is waiting for), `batch` (experiment
+# shards), `default` (light bookkeeping: scheduled starts, the sweeps). Workers name the queues
+# they serve, in order of preference (see queue_order_strategy below); /healthz wants each served.
 CELERY_TASK_DEFAULT_QUEUE = "default"
+WORK_QUEUES = ("interactive", "batch", "default")
 CELERY_TASK_ROUTES = {
-    "explain.tasks.*": {"queue": "gpu"},
-    "experiments.tasks.run_shard": {"queue": "gpu"},
+    "explain.tasks.run_job": {"queue": "interactive"},
+    "experiments.tasks.run_shard": {"queue": "batch"},
 }
 CELERY_TASK_ACKS_LATE = True                 # a task a dead worker held goes back to the queue
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1        # long GPU tasks: take one at a time
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600)}
+# An unacknowledged task of a worker that vanished without a word (SIGKILL, power loss) is
+# delivered again after this long; the sweep below usually requeues its work much sooner.
+# "priority": a worker polls its queues in the order of its --queues (not round robin), so a
+# worker serving `interactive,batch` always takes a waiting map before the next shard.
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3600),
+                                   "queue_order_strategy": "priority"}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BROKER_CONNECTION_RETRY = True        # a restarted Redis is found again, however long it took
+CELERY_BROKER_CONNECTION_MAX_RETRIES = None
+# Celery beat (its own process under ./run, its own service under compose) sweeps for work whose
+# worker is gone: shards and jobs marked running on a worker that no longer answers go back to
+# the queue. The sweeps are light and go to `default`; one that could not run in time expires.
+SWEEP_EVERY_SECONDS = env_int("SALIENCY_SWEEP_SECONDS", 15)
+CELERY_BEAT_SCHEDULE = {
+    "requeue-stale-shards": {"task": "experiments.tasks.requeue_stale_shards", "schedule": SWEEP_EVERY_SECONDS,
+                             "options": {"expires": SWEEP_EVERY_SECONDS}},
+    "requeue-stale-jobs": {"task": "explain.tasks.requeue_stale_jobs", "schedule": SWEEP_EVERY_SECONDS,
+                           "options": {"expires": SWEEP_EVERY_SECONDS}},
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 
 LOGGING = {

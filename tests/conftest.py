@@ -35,31 +35,54 @@ def _database_url(settings_dict: dict) -> str:
 
 
 class WorkerProcess:
-    """A real ``celery worker`` subprocess consuming both queues of the test broker."""
+    """A real ``celery worker`` subprocess consuming the test broker's queues.
 
-    def __init__(self, database_url: str, name: str = "testworker"):
+    ``beat=True`` embeds Celery beat (``-B``), so the periodic sweeps run, every
+    ``SALIENCY_SWEEP_SECONDS`` (2 s here); ``env`` adds environment variables.
+    """
+
+    QUEUES = "interactive,batch,default"
+
+    def __init__(self, database_url: str, name: str = "testworker", queues: str | None = None,
+                 beat: bool = False, env: dict | None = None):
         self.database_url = database_url
         self.name = name
+        self.queues = queues or self.QUEUES
+        self.beat = beat
+        self.env = dict(env or {})
         self.process: subprocess.Popen | None = None
         self.log_path = BASE_DIR / "data" / "test" / f"{name}.log"
+
+    @property
+    def hostname(self) -> str:
+        import socket
+
+        return f"{self.name}@{socket.gethostname()}"
 
     def start(self, timeout: float = 90) -> "WorkerProcess":
         from saliency_site.celery import app
 
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1"}
+        # One torch thread, as in this process (one_torch_thread): the results of a worker and of
+        # a reference computed here then agree to float32 rounding.
+        env = {**os.environ, "DATABASE_URL": self.database_url, "PYTHONUNBUFFERED": "1",
+               "SALIENCY_SWEEP_SECONDS": "2", "OMP_NUM_THREADS": "1", **self.env}
+        argv = [sys.executable, "-m", "celery", "-A", "saliency_site", "worker", "--queues", self.queues,
+                "--concurrency", "1", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
+                "--without-gossip", "--without-mingle"]
+        if self.beat:
+            argv += ["-B", "--schedule", str(self.log_path.with_suffix(".beat"))]
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "saliency_site", "worker", "--queues", "gpu,default",
-             "--concurrency", "1", "--hostname", f"{self.name}@%h", "--loglevel", "INFO",
-             "--without-gossip", "--without-mingle"],
-            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.process = subprocess.Popen(argv, cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                        start_new_session=True)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Celery worker exited with {self.process.returncode}; see {self.log_path}")
-            replies = app.control.ping(timeout=0.5) or []
+            try:
+                replies = app.control.ping(timeout=0.5) or []
+            except Exception:  # noqa: BLE001 - a broker restarted meanwhile (stale pooled connection): ask again
+                replies = []
             if any(self.name in next(iter(reply)) for reply in replies):
                 return self
         raise RuntimeError(f"the Celery worker did not answer within {timeout:.0f} s; see {self.log_path}")
@@ -103,10 +126,10 @@ def worker_factory(worker_database_url):
     """Start (and finally stop) extra named workers, e.g. to kill one mid-run and start another."""
     started: list[WorkerProcess] = []
 
-    def start(name: str) -> WorkerProcess:
-        worker = WorkerProcess(worker_database_url, name=name).start()
-        started.append(worker)
-        return worker
+    def start(name: str, **options) -> WorkerProcess:
+        worker = WorkerProcess(worker_database_url, name=name, **options)
+        started.append(worker)  # before it answers: one that never does is stopped too
+        return worker.start()
 
     yield start
     for worker in started:

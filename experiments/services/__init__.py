@@ -21,7 +21,9 @@ of one (image, method) unit in one transaction and skips the units that already 
 the unique constraint on the record key turns a duplicate execution into a no-op. A worker that
 restarts under the same name requeues the shards its previous incarnation held
 (``shards_requeue_for_worker``), so a restarted site resumes at once rather than after the
-broker's visibility timeout.
+broker's visibility timeout; a periodic sweep (Celery beat) requeues the shards of a worker that
+is gone for good (``shards_requeue_stale``). A shard whose task fails on a lost database or
+broker connection is retried by Celery.
 """
 from saliency_site.errors import InputError, NotAvailable, StateError
 
@@ -41,6 +43,8 @@ from .runs import (
     experiment_submit,
     experiments_release,
     shards_requeue_for_worker,
+    shards_requeue_running,
+    shards_requeue_stale,
 )
 from .shards import PROGRESS_EVERY_SECONDS, experiment_complete_if_done, experiment_run_sync, shard_run
 
@@ -51,5 +55,5 @@ __all__ = [
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
     "experiment_estimate", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
-    "shard_run", "shards_requeue_for_worker",
+    "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
 from django.db import transaction
@@ -189,6 +189,25 @@ def experiment_resume(*, experiment: Experiment) -> Experiment:
     return exp
 
 
+def shards_requeue_running(ids: Iterable[int], why: str) -> list[int]:
+    """Put running shards back in the queue: status queued (progress stops counting them as
+    running), a new task each. The status test makes a second sweep of the same shards a no-op."""
+    requeued = []
+    with transaction.atomic():
+        for pk in ids:
+            if Shard.objects.filter(pk=pk, status=Shard.Status.RUNNING).update(status=Shard.Status.QUEUED, worker=""):
+                requeued.append(pk)
+        if requeued:
+            logger.info("requeueing shards %s: %s", requeued, why)
+            _enqueue_shards(requeued)
+    return requeued
+
+
+def _running_shards():
+    return Shard.objects.filter(status=Shard.Status.RUNNING,
+                                experiment__status__in=[Experiment.Status.QUEUED, Experiment.Status.RUNNING])
+
+
 def shards_requeue_for_worker(*, hostname: str, held_before: datetime) -> int:
     """Requeue the running shards a worker called ``hostname`` held before it restarted.
 
@@ -196,14 +215,26 @@ def shards_requeue_for_worker(*, hostname: str, held_before: datetime) -> int:
     older than the start (``held_before``) was orphaned by its previous process (a crash or
     a killed site).
     """
-    ids = list(Shard.objects.filter(worker=hostname, status=Shard.Status.RUNNING, heartbeat_at__lt=held_before,
-                                    experiment__status__in=[Experiment.Status.QUEUED, Experiment.Status.RUNNING])
-               .values_list("pk", flat=True))
-    if ids:
-        logger.info("worker %s restarted: requeueing shards %s", hostname, ids)
-        with transaction.atomic():
-            _enqueue_shards(ids)
-    return len(ids)
+    ids = list(_running_shards().filter(worker=hostname, heartbeat_at__lt=held_before).values_list("pk", flat=True))
+    return len(shards_requeue_running(ids, f"worker {hostname} restarted"))
+
+
+def shards_requeue_stale(*, live: Mapping[str, Any], stale_after: float) -> list[int]:
+    """Requeue running shards whose worker is gone: the heartbeat is older than ``stale_after``
+    seconds and the worker named on the shard is not among ``live`` (hostname -> an object
+    with ``runs(task_name, argument)``), or is alive but no longer executing the shard (its
+    task failed on a lost database connection, say). Returns the shards requeued.
+
+    A shard wrongly taken for orphaned is merely computed twice: shards are idempotent.
+    """
+    cutoff = timezone.now() - timedelta(seconds=stale_after)
+    orphaned = []
+    for pk, worker in _running_shards().filter(Q(heartbeat_at__lt=cutoff) | Q(heartbeat_at__isnull=True)) \
+            .values_list("pk", "worker"):
+        alive = live.get(worker)
+        if alive is None or not alive.runs("experiments.tasks.run_shard", pk):
+            orphaned.append(pk)
+    return shards_requeue_running(orphaned, f"their worker stopped (no heartbeat for {stale_after:.0f} s)")
 
 
 def experiment_delete(*, experiment: Experiment) -> None:

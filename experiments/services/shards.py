@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from explain import services as explain_services
@@ -15,7 +15,7 @@ from ..models import Experiment, Record, Shard
 from .aggregation import experiment_aggregate, run_manifest
 from .datasets import dataset_open
 from .evaluation import Evaluator
-from .runs import experiments_release, make_shards
+from .runs import experiments_release, make_shards, shards_requeue_running
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +62,16 @@ def _take(shard_id: int, worker: str) -> Shard | None:
         return shard
 
 
-def shard_run(*, shard: Shard, worker: str = "") -> Shard:
+def shard_run(*, shard: Shard, worker: str = "", should_yield: Callable[[], bool] | None = None) -> Shard:
     """Evaluate the shard's images (every method, every protocol), skipping finished units.
 
     Idempotent: run it again after a crash, or twice at once, and the records come out the
     same. Per-image failures are records; a failure to load the model or the data set fails
     the run with the message.
+
+    ``should_yield`` is asked between images (a worker that also serves interactive work asks
+    whether some is waiting); when it says yes the shard goes back to the queue for its
+    remaining images and returns, handing the worker over.
     """
     taken = _take(shard.pk, worker)
     if taken is None:
@@ -83,6 +87,8 @@ def shard_run(*, shard: Shard, worker: str = "") -> Shard:
         if len(dataset) != exp.num_images or [s.key for s in dataset.samples[shard.start:shard.stop]] != keys[shard.start:shard.stop]:
             raise ValueError("the data set on disk no longer matches the one this run was submitted with "
                              "(images added, removed or renamed); submit a new run")
+    except (OperationalError, InterfaceError):
+        raise  # the database went away: the task is retried, the run does not fail
     except ValueError as error:
         logger.info("run %s failed: %s", exp.pk, error)
         _fail(exp, str(error))
@@ -98,6 +104,7 @@ def shard_run(*, shard: Shard, worker: str = "") -> Shard:
                .values_list("image_index", "method_slot").distinct())
     units_done = len(done)
     last_save = time.monotonic()
+    first = True
     for index in range(shard.start, shard.stop):
         pending = [m for m in methods if (index, m["slot"]) not in done]
         if not pending:
@@ -105,6 +112,15 @@ def shard_run(*, shard: Shard, worker: str = "") -> Shard:
         if _cancelled(exp.pk):
             logger.info("run %s was cancelled; shard %s stops at image %s", exp.pk, shard.index, index)
             return shard
+        # Never before the first image: a shard that yielded makes progress each time it is taken.
+        if not first and should_yield is not None and should_yield():
+            Shard.objects.filter(pk=shard.pk).update(
+                units_done=units_done, units_computed=shard.units_computed, busy_seconds=shard.busy_seconds,
+                heartbeat_at=timezone.now())
+            logger.info("shard %s of run %s yields to interactive work at image %s", shard.index, exp.pk, index)
+            shards_requeue_running([shard.pk], "yielding to interactive work")
+            return shard
+        first = False
         sample = dataset[index]
         try:
             image = sample.load_image()

@@ -2,6 +2,7 @@
 from pathlib import Path
 
 import dj_database_url
+import pytest
 import yaml
 
 BASE_DIR = Path(__file__).resolve().parents[2]
@@ -12,17 +13,19 @@ def compose() -> dict:
 
 
 def test_services_are_web_worker_redis_postgres():
-    assert set(compose()["services"]) == {"web", "worker", "redis", "postgres"}
+    assert set(compose()["services"]) == {"web", "worker", "worker-interactive", "beat", "redis", "postgres"}
 
 
-def test_every_worker_reserves_one_nvidia_gpu_and_can_be_scaled():
-    worker = compose()["services"]["worker"]
+@pytest.mark.parametrize("name, queues", [("worker", "interactive,batch,default"),
+                                          ("worker-interactive", "interactive,default")])
+def test_every_worker_reserves_one_nvidia_gpu_and_can_be_scaled(name, queues):
+    worker = compose()["services"][name]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
     assert devices == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
     # --scale needs no fixed container name and no host port.
     assert "container_name" not in worker and "ports" not in worker
     command = worker["command"]
-    assert "celery -A saliency_site worker" in command and "--queues gpu,default" in command
+    assert "celery -A saliency_site worker" in command and f"--queues {queues} " in command
 
 
 def test_web_and_workers_share_media_weights_and_servers():
