@@ -30,8 +30,6 @@ from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSett
 
 logger = logging.getLogger(__name__)
 
-#: Largest image file accepted (bytes); the pixel limit is ``imaging.MAX_PIXELS``.
-MAX_IMAGE_BYTES = 20 * 1024 * 1024
 #: Largest class-names file accepted (bytes): 100 000 names of 40 characters.
 MAX_CLASS_NAMES_BYTES = 4 * 1024 * 1024
 
@@ -282,8 +280,9 @@ def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage
         raise InputError("send either an image file or the name of a sample")
     if upload is not None:
         size = getattr(upload, "size", None)
-        if size is not None and size > MAX_IMAGE_BYTES:
-            raise imaging.ImageError(f"the image file is {size / 2**20:.1f} MB; at most {MAX_IMAGE_BYTES // 2**20} MB")
+        limit = settings.MAX_IMAGE_UPLOAD_BYTES  # the pixel limit is ``imaging.MAX_PIXELS``
+        if size is not None and size > limit:
+            raise imaging.ImageError(f"the image file is {size / 2**20:.1f} MB; at most {limit // 2**20} MB")
         image = imaging.load_image(upload)
         name = Path(getattr(upload, "name", "") or "upload").name[:200]
     else:

@@ -186,9 +186,8 @@ class Services:
 
     def start_web(self, host: str, port: int, workers: int) -> subprocess.Popen:
         process = self.spawn("web", [
-            PYTHON, "-m", "gunicorn", "saliency_site.wsgi:application",
-            "--bind", f"{host}:{port}", "--workers", str(workers), "--timeout", "300",
-            "--access-logfile", "-",
+            PYTHON, "-m", "gunicorn", "saliency_site.wsgi:application", "--config", "python:saliency_site.gunicorn_conf",
+            "--bind", f"{host}:{port}", "--workers", str(workers),
         ], ready=lambda process: wait_for_port(host, port, timeout=120, process=process))
         return process
 

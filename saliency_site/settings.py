@@ -122,6 +122,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "saliency_site.middleware.RequestBodyLimits",   # first: refuses oversized or stalled bodies
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -185,10 +186,20 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
-# Uploads: images and weights files (a VGG19 state_dict is about 550 MB).
-DATA_UPLOAD_MAX_MEMORY_SIZE = 20 * 1024 * 1024
+# Request bodies (saliency_site/middleware.py): forms and JSON at most 2 MB, images 20 MB, weights
+# files MAX_WEIGHTS_UPLOAD_MB (a VGG19 state_dict is about 550 MB); a larger Content-Length is
+# answered 413 before the body is read, and a body that stalls for REQUEST_BODY_READ_TIMEOUT
+# seconds is cut off. Bodies above FILE_UPLOAD_MAX_MEMORY_SIZE spool to disk, not memory.
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = 5 * 1024 * 1024
+MAX_IMAGE_UPLOAD_BYTES = env_int("MAX_IMAGE_UPLOAD_MB", 20) * 1024 * 1024
 MAX_WEIGHTS_UPLOAD_BYTES = env_int("MAX_WEIGHTS_UPLOAD_MB", 1024) * 1024 * 1024
+_MULTIPART_OVERHEAD = 1024 * 1024   # the form's other fields and part headers
+REQUEST_BODY_LIMITS = [   # (method, path prefix, bytes): the first match wins
+    ("POST", "/api/images/", MAX_IMAGE_UPLOAD_BYTES + _MULTIPART_OVERHEAD),
+    ("POST", "/api/models/", MAX_WEIGHTS_UPLOAD_BYTES + _MULTIPART_OVERHEAD),
+]
+REQUEST_BODY_READ_TIMEOUT = env_int("REQUEST_BODY_READ_TIMEOUT", 30)
 
 # Weights imported by `manage.py import_weights`; read by explain.core.zoo through this variable.
 WEIGHTS_DIR = Path(os.environ.get("SALIENCY_WEIGHTS_DIR", DATA_DIR / "weights")).resolve()
