@@ -53,7 +53,7 @@ def test_voc_with_an_image_linked_outside_answers_403(alice_api, lite0, roots):
 @pytest.mark.django_db
 @pytest.mark.parametrize("image_set", ["../../../outside/secret", "/etc/passwd", "test/../test", ["test"], 7])
 def test_voc_image_set_must_be_a_name(alice_api, lite0, roots, image_set):
-    data, outside = roots
+    data, _ = roots
     root = write_voc(data)
     response = _submit(alice_api, lite0, {"kind": "voc2007", "paths": {"root": str(root)},
                                           "options": {"image_set": image_set}})

@@ -19,7 +19,12 @@ from experiments.core.datasets import (
     read_imagenet_segmentation,
     read_voc2007,
 )
-from tests.experiments_core.test_datasets import write_coco, write_devkit, write_jpeg, write_voc
+from tests.experiments_core.test_datasets import (
+    write_coco,
+    write_devkit,
+    write_jpeg,
+    write_voc,
+)
 
 SECRET = "SECRET_TOKEN_4711"
 
