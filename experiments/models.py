@@ -34,6 +34,7 @@ class Experiment(models.Model):
     """
 
     class Status(models.TextChoices):
+        PREPARING = "preparing", "Preparing"      # its data set is being built on a worker
         SCHEDULED = "scheduled", "Scheduled"      # waits for a start time or for the current runs
         QUEUED = "queued", "Queued"
         RUNNING = "running", "Running"

@@ -250,14 +250,28 @@ def experiment_image_png(*, experiment: Experiment, index: int, protocol: str | 
     from .core.imageops import preprocess_pixels
     from .core.protocols import Preprocessing, protocol_from_dict
 
+    if experiment.status == Experiment.Status.PREPARING:
+        raise services.NotAvailable(f"run #{experiment.pk}'s data set is still being built on a worker; try again shortly")
     if not 0 <= index < experiment.num_images:
         raise services.InputError(f"run #{experiment.pk} has images 0…{experiment.num_images - 1}, not {index}")
+    if services.dataset_needs_build(experiment.dataset):
+        # Evicted from the bounded sample cache: rebuilt on a worker, never inside this request.
+        from .tasks import prepare_dataset  # here, not at the top: the tasks module imports the services
+
+        prepare_dataset.delay(experiment.pk)
+        raise services.NotAvailable(f"run #{experiment.pk}'s generated images left the server's sample cache and "
+                                    "are being rebuilt on a worker; try again in a minute")
     prep = Preprocessing("square", 224)
     for pdata in experiment.protocols:
         if pdata["name"] == protocol:
             proto = protocol_from_dict(pdata)
             prep = getattr(proto, "preprocessing", None) or Preprocessing("square", (experiment.model_snapshot or {}).get("input_size", 224))
     dataset = services.dataset_open(spec=experiment.dataset)
+    keys = experiment.dataset_info.get("keys") or []
+    if len(dataset) != experiment.num_images or (index < len(keys) and dataset[index].key != keys[index]):
+        raise services.StateError(f"the data set on disk no longer matches run #{experiment.pk}'s "
+                                  "(images added, removed or renamed)")
+    # load_image opens the file through the data-root check: a link swapped to lead out is refused (403).
     pixels = preprocess_pixels(dataset[index].load_image(), prep)
     array = (pixels.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8")
     buffer = io.BytesIO()

@@ -70,6 +70,20 @@ def start_scheduled(experiment_id: int) -> None:
         services.experiment_start(experiment=experiment)
 
 
+@shared_task(name="experiments.tasks.prepare_dataset", acks_late=True)
+def prepare_dataset(experiment_id: int) -> None:
+    """Build a run's generated data set (the localisation set) on the light ``default`` queue: a
+    few seconds of image generation, no model. A "preparing" run is then submitted; for any
+    other run the set is only put back in the cache (the drill-down asks after an eviction)."""
+    experiment = Experiment.objects.filter(pk=experiment_id).first()
+    if experiment is None:
+        return  # deleted meanwhile
+    if experiment.status == Experiment.Status.PREPARING:
+        services.experiment_prepare(experiment=experiment)
+    elif services.dataset_needs_build(experiment.dataset):
+        services.dataset_open(spec=experiment.dataset)
+
+
 @worker_ready.connect
 def _requeue_after_restart(sender=None, **kwargs) -> None:
     """A worker that starts under a name that held shards was restarted after a crash: the

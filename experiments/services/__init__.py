@@ -28,7 +28,15 @@ broker connection is retried by Celery.
 from saliency_site.errors import InputError, NotAvailable, StateError
 
 from .aggregation import experiment_aggregate, run_manifest
-from .datasets import DATASET_KINDS, MAX_IMAGES, DatasetKind, dataset_open, dataset_spec
+from .datasets import (
+    DATASET_KINDS,
+    MAX_IMAGES,
+    DatasetKind,
+    dataset_expected,
+    dataset_needs_build,
+    dataset_open,
+    dataset_spec,
+)
 from .estimates import experiment_estimate
 from .evaluation import Evaluator
 from .methods import BASELINES, baseline_map, method_entries
@@ -38,6 +46,7 @@ from .runs import (
     experiment_cancel,
     experiment_create,
     experiment_delete,
+    experiment_prepare,
     experiment_resume,
     experiment_start,
     experiment_submit,
@@ -51,9 +60,9 @@ from .shards import PROGRESS_EVERY_SECONDS, experiment_complete_if_done, experim
 __all__ = [
     "BASELINES", "DATASET_KINDS", "MAX_IMAGES", "PROGRESS_EVERY_SECONDS", "SHARD_TARGET_SECONDS",
     "DatasetKind", "Evaluator", "InputError", "NotAvailable", "StateError",
-    "baseline_map", "check_protocol_fits", "dataset_open", "dataset_spec", "experiment_aggregate",
+    "baseline_map", "check_protocol_fits", "dataset_expected", "dataset_needs_build", "dataset_open", "dataset_spec", "experiment_aggregate",
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
-    "experiment_estimate", "experiment_resume", "experiment_run_sync", "experiment_start",
+    "experiment_estimate", "experiment_prepare", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
     "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]

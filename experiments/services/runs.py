@@ -15,7 +15,7 @@ from saliency_site.errors import InputError, NotAvailable, StateError
 from ..core.protocols import Protocol
 from ..models import Experiment, Shard
 from .aggregation import experiment_aggregate, run_manifest
-from .datasets import DATASET_KINDS, MAX_IMAGES, dataset_open, dataset_spec
+from .datasets import DATASET_KINDS, MAX_IMAGES, dataset_expected, dataset_needs_build, dataset_open, dataset_spec
 from .estimates import experiment_estimate
 from .methods import method_entries
 from .protocols import check_protocol_fits, protocol_read
@@ -54,6 +54,11 @@ def experiment_create(
     ``start_at`` (aware datetime) schedules the start; ``after_current`` starts it once the
     owner's queued and running runs have finished (runs so marked start one at a time, in
     submission order).
+
+    A data set that has to be generated first (a localisation set not in the cache) is not
+    built here, inside the request: the run is stored "preparing" and a task on the light
+    ``default`` queue builds it (:func:`experiment_prepare`), then submits the run. With
+    ``submit=False`` (the command line) it is built here.
     """
     name = (name or "").strip()
     if not name:
@@ -62,11 +67,13 @@ def experiment_create(
         raise NotAvailable(f"the weights of {model.name} are not installed on this server; "
                            "an operator can add them with `manage.py import_weights`")
     spec = dataset_spec(dataset)
-    data = dataset_open(spec=spec)
-    if len(data) == 0:
+    prepare = submit and dataset_needs_build(spec)
+    data = dataset_expected(spec) if prepare else dataset_open(spec=spec)
+    num_images = data.extra["num_images"] if prepare else len(data)
+    if num_images == 0:
         raise InputError("the data set has no images")
-    if len(data) > MAX_IMAGES:
-        raise InputError(f"the data set has {len(data)} images; take a subset of at most {MAX_IMAGES}")
+    if num_images > MAX_IMAGES:
+        raise InputError(f"the data set has {num_images} images; take a subset of at most {MAX_IMAGES}")
     entries = method_entries(owner=owner, model=model, methods=list(methods))
     if not protocols:
         raise InputError("choose at least one protocol")
@@ -78,9 +85,9 @@ def experiment_create(
         check_protocol_fits(protocol, DATASET_KINDS[spec["kind"]], data, model)
         chosen.append(protocol)
     pdicts = [p.to_dict() for p in chosen]
-    estimate, basis = experiment_estimate(model=model, methods=entries, protocols=pdicts, num_images=len(data))
+    estimate, basis = experiment_estimate(model=model, methods=entries, protocols=pdicts, num_images=num_images)
     if shard_size is None:
-        per_image = estimate / len(data)
+        per_image = estimate / num_images
         shard_size = int(min(1000, max(1, SHARD_TARGET_SECONDS // max(per_image, 1e-3))))
     if not isinstance(shard_size, int) or shard_size < 1:
         raise InputError(f"shard_size must be a positive number of images, not {shard_size!r}")
@@ -88,14 +95,51 @@ def experiment_create(
         raise InputError("start_at needs a time zone (e.g. 2026-11-27T02:00:00+00:00)")
     experiment = Experiment.objects.create(
         owner=owner, name=name[:200], model=model, model_snapshot=_model_snapshot(model),
-        dataset=spec, dataset_info=data.describe(), methods=entries, protocols=pdicts, seed=int(seed),
-        shard_size=shard_size, status=Experiment.Status.SCHEDULED, scheduled_for=start_at,
-        after_current=bool(after_current), num_images=len(data), units_total=len(data) * len(entries),
+        dataset=spec, dataset_info={} if prepare else data.describe(), methods=entries, protocols=pdicts,
+        seed=int(seed), shard_size=shard_size,
+        status=Experiment.Status.PREPARING if prepare else Experiment.Status.SCHEDULED, scheduled_for=start_at,
+        after_current=bool(after_current), num_images=num_images, units_total=num_images * len(entries),
         estimated_seconds=estimate, estimate_basis=basis,
     )
-    if submit:
+    if prepare:
+        from ..tasks import prepare_dataset  # here, not at the top: the tasks module imports this package
+
+        pk = experiment.pk
+        transaction.on_commit(lambda: prepare_dataset.delay(pk))
+    elif submit:
         experiment = experiment_submit(experiment=experiment)
     return experiment
+
+
+def experiment_prepare(*, experiment: Experiment) -> Experiment:
+    """Build a "preparing" run's data set (on a worker), store what was read, and submit the run.
+
+    Idempotent: a run no longer preparing (cancelled, or prepared by a redelivery) is left as it
+    is. A data set that cannot be built fails the run with the reason.
+    """
+    exp = Experiment.objects.filter(pk=experiment.pk).first()
+    if exp is None or exp.status != Experiment.Status.PREPARING:
+        return exp or experiment
+    try:
+        data = dataset_open(spec=exp.dataset)
+    except ValueError as error:
+        logger.info("run %s: its data set could not be built: %s", exp.pk, error)
+        with transaction.atomic():
+            locked = Experiment.objects.select_for_update().get(pk=exp.pk)
+            if locked.status == Experiment.Status.PREPARING:
+                locked.mark_failed(f"the data set could not be built: {error}")
+        return Experiment.objects.get(pk=exp.pk)
+    with transaction.atomic():
+        exp = Experiment.objects.select_for_update().get(pk=exp.pk)
+        if exp.status != Experiment.Status.PREPARING:
+            return exp
+        if len(data) != exp.num_images:
+            exp.mark_failed(f"the data set has {len(data)} images, not the {exp.num_images} the run was created for")
+            return exp
+        exp.dataset_info = data.describe()
+        exp.status = Experiment.Status.SCHEDULED
+        exp.save(update_fields=["dataset_info", "status"])
+        return experiment_submit(experiment=exp)
 
 
 def experiment_submit(*, experiment: Experiment) -> Experiment:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -22,7 +23,13 @@ from PIL import Image
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["PathNotAllowed", "DatasetFormatError", "check_path", "ObjectAnnotation", "Sample", "Dataset", "box_mask"]
+__all__ = [
+    "PathNotAllowed", "DatasetFormatError", "check_path", "check_file", "roots_of", "open_checked", "check_name",
+    "ObjectAnnotation", "Sample", "Dataset", "box_mask",
+]
+
+#: What an option naming a file of a data set (an image set, a split) may look like: a name, not a path.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 
 class PathNotAllowed(ValueError):
@@ -39,19 +46,104 @@ def check_path(path: str | os.PathLike, allowed_roots: Iterable[str | os.PathLik
     Raises :class:`PathNotAllowed` otherwise, and ``TypeError`` when ``allowed_roots`` is
     ``None`` (pass the configured roots, e.g. ``settings.DATA_ROOTS``, or ``[folder]``).
     """
-    if allowed_roots is None:
-        raise TypeError("allowed_roots is required: pass the data roots (e.g. settings.DATA_ROOTS) the path must lie in")
-    if isinstance(allowed_roots, (str, os.PathLike)):
-        allowed_roots = [allowed_roots]
+    roots = _roots(allowed_roots)
     resolved = Path(path).expanduser().resolve()
-    roots = [Path(r).expanduser().resolve() for r in allowed_roots]
-    if not any(resolved == root or root in resolved.parents for root in roots):
+    if not _inside(resolved, roots):
         shown = ", ".join(str(r) for r in roots) or "(none configured)"
         raise PathNotAllowed(
             f"{what} {resolved} is outside the configured data roots ({shown}); "
             "move the data set under one of them or add its folder to DATA_ROOTS"
         )
     return resolved
+
+
+def _roots(allowed_roots: Iterable[str | os.PathLike] | str | os.PathLike | None) -> list[Path]:
+    if allowed_roots is None:
+        raise TypeError("allowed_roots is required: pass the data roots (e.g. settings.DATA_ROOTS) the path must lie in")
+    if isinstance(allowed_roots, (str, os.PathLike)):
+        allowed_roots = [allowed_roots]
+    return [Path(r).expanduser().resolve() for r in allowed_roots]
+
+
+def roots_of(allowed_roots: Iterable[str | os.PathLike] | str | os.PathLike | None) -> tuple[str, ...]:
+    """The data roots as a tuple of resolved paths (what a :class:`Sample` keeps to check at open time)."""
+    return tuple(str(r) for r in _roots(allowed_roots))
+
+
+def _inside(resolved: Path, roots: Sequence[Path]) -> bool:
+    return any(resolved == root or root in resolved.parents for root in roots)
+
+
+def _shown(path: Path, base: str | os.PathLike | None) -> str:
+    """``path`` relative to ``base`` where it lies below it (messages name files by their place in the data set)."""
+    if base is not None:
+        try:
+            return str(Path(path).relative_to(base))
+        except ValueError:
+            pass
+    return Path(path).name
+
+
+def check_file(
+    path: str | os.PathLike, allowed_roots: Iterable[str | os.PathLike] | None, *, base: str | os.PathLike | None = None
+) -> Path:
+    """The real path of a file a reader will open (every symbolic link on the way followed), if
+    it lies inside ``allowed_roots``; :class:`PathNotAllowed` otherwise.
+
+    Unlike :func:`check_path` (for the paths a person typed), the message names the file by its
+    place in the data set (relative to ``base``) and never says where a link points.
+    """
+    roots = _roots(allowed_roots)
+    resolved = Path(os.path.realpath(path))
+    if not _inside(resolved, roots):
+        raise PathNotAllowed(
+            f"{_shown(Path(path), base)} links outside the configured data roots; copy the file into the data set "
+            "instead of linking to it, or add its folder to DATA_ROOTS"
+        )
+    return resolved
+
+
+def open_checked(
+    path: str | os.PathLike, allowed_roots: Iterable[str | os.PathLike] | None, *, base: str | os.PathLike | None = None
+):
+    """Open ``path`` for binary reading and check the file *actually opened* lies inside the roots.
+
+    The check reads the opened descriptor's path (``/proc/self/fd``), so a link swapped after
+    the data set was listed, or between a check and the open, cannot slip through; where
+    ``/proc`` is missing the path is resolved just before opening. Raises
+    :class:`PathNotAllowed`, or :class:`DatasetFormatError` for a missing file.
+    """
+    roots = _roots(allowed_roots)
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - handed to the caller, who closes it
+    except FileNotFoundError:
+        raise DatasetFormatError(f"{_shown(Path(path), base)} does not exist") from None
+    except IsADirectoryError:
+        raise DatasetFormatError(f"{_shown(Path(path), base)} is a folder, not a file") from None
+    try:
+        try:
+            opened = Path(os.readlink(f"/proc/self/fd/{file.fileno()}"))
+        except OSError:
+            opened = Path(os.path.realpath(path))
+        if not _inside(opened, roots):
+            raise PathNotAllowed(
+                f"{_shown(Path(path), base)} links outside the configured data roots; copy the file into the data set "
+                "instead of linking to it, or add its folder to DATA_ROOTS"
+            )
+        return file
+    except BaseException:
+        file.close()
+        raise
+
+
+def check_name(value: object, *, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_`` and ``-``, at most 64), else ``ValueError``.
+
+    Options that pick a file of a data set (VOC's image set) take a name, never a path.
+    """
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise ValueError(f"{what} must be a name of 1 to 64 letters, digits, '_' or '-' (such as 'test'), not a path")
+    return value
 
 
 def box_mask(box: Sequence[float], height: int, width: int) -> np.ndarray:
@@ -94,6 +186,9 @@ class Sample:
     ``size``: ``(width, height)`` of the original image, ``None`` until known (ILSVRC).
     ``labels``: the class indices present (image-level). ``objects``: boxes/masks.
     ``foreground_loader``: a whole-image foreground mask (ImageNet-Segmentation).
+    ``roots``: the data roots ``path`` must lie in when it is opened (readers set it, so a link
+    swapped after listing is refused at open time too); ``base`` the folder messages name
+    files relative to.
     """
 
     key: str
@@ -103,6 +198,13 @@ class Sample:
     path: str | None = None
     loader: Callable[[], Image.Image] | None = field(default=None, compare=False, repr=False)
     foreground_loader: Callable[[], np.ndarray] | None = field(default=None, compare=False, repr=False)
+    roots: tuple[str, ...] | None = field(default=None, compare=False, repr=False)
+    base: str | None = field(default=None, compare=False, repr=False)
+
+    def _open(self):
+        if self.roots is None:
+            return open(self.path, "rb")
+        return open_checked(self.path, self.roots, base=self.base)
 
     @property
     def label(self) -> int | None:
@@ -117,13 +219,14 @@ class Sample:
             raise DatasetFormatError(f"sample {self.key} has neither a path nor a loader")
         from explain.core.imaging import load_image
 
-        return load_image(self.path)
+        with self._open() as file:
+            return load_image(file)
 
     def _image_size(self) -> tuple[int, int]:
         if self.size is not None:
             return self.size
         if self.path is not None:
-            with Image.open(self.path) as image:
+            with self._open() as file, Image.open(file) as image:
                 return image.size
         return self.load_image().size
 

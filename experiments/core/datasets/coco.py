@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 from pathlib import Path
 from typing import Iterable
 
-from .base import Dataset, DatasetFormatError, ObjectAnnotation, Sample, check_path
+from .base import Dataset, DatasetFormatError, ObjectAnnotation, Sample, check_file, check_path, open_checked, roots_of
 
 __all__ = ["read_coco2014_val"]
 
@@ -33,47 +34,75 @@ def read_coco2014_val(
     """
     from pycocotools.coco import COCO
 
-    folder = check_path(images, allowed_roots, what="image folder")
-    ann_path = check_path(annotations, allowed_roots, what="annotation file")
+    roots = roots_of(allowed_roots)
+    folder = check_path(images, roots, what="image folder")
+    ann_path = check_path(annotations, roots, what="annotation file")
     if not folder.is_dir():
         raise DatasetFormatError(f"{folder} is not a folder of COCO images")
     if not ann_path.is_file():
         raise DatasetFormatError(f"{ann_path} is missing (expected instances_val2014.json)")
+    # Read the JSON through the checked opener (pycocotools would open the path itself), then
+    # index it the way COCO(path) does. Errors give a position, never the file's text.
+    with open_checked(ann_path, roots) as file:
+        try:
+            data = json.load(file)
+        except UnicodeDecodeError:
+            raise DatasetFormatError(f"{ann_path.name} is not a UTF-8 JSON file") from None
+        except json.JSONDecodeError as error:
+            raise DatasetFormatError(f"{ann_path.name} is not JSON (line {error.lineno}, column {error.colno})") from None
+    if not isinstance(data, dict) or "categories" not in data or "images" not in data:
+        raise DatasetFormatError(f"{ann_path.name} lacks 'images' or 'categories'; use instances_val2014.json")
+    coco = COCO()
+    coco.dataset = data
     try:
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
-            coco = COCO(str(ann_path))
-    except (ValueError, KeyError, TypeError) as error:
-        raise DatasetFormatError(f"{ann_path} is not a COCO instances file ({error})") from None
-    if "categories" not in coco.dataset or "images" not in coco.dataset:
-        raise DatasetFormatError(f"{ann_path} lacks 'images' or 'categories'; use instances_val2014.json")
-    cat_ids = sorted(coco.getCatIds())
+            coco.createIndex()
+        cat_ids = sorted(coco.getCatIds())
+        names = tuple(coco.loadCats(cat_ids)[i]["name"] for i in range(len(cat_ids)))
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
+        raise DatasetFormatError(f"{ann_path.name} is not a COCO instances file ({type(error).__name__})") from None
     index = {c: i for i, c in enumerate(cat_ids)}
-    names = tuple(coco.loadCats(cat_ids)[i]["name"] for i in range(len(cat_ids)))
 
     def mask_loader(ann: dict):
         return lambda: coco.annToMask(ann).astype(bool)
 
     samples = []
-    for image_id in sorted(coco.getImgIds()):
+    for position, image_id in enumerate(sorted(coco.getImgIds()), 1):
         info = coco.loadImgs(image_id)[0]
         anns = coco.loadAnns(coco.getAnnIds(imgIds=image_id, iscrowd=None))
         objects = []
         for ann in anns:
-            if ann["category_id"] not in index:
-                raise DatasetFormatError(f"annotation {ann.get('id')} has unknown category {ann['category_id']}")
-            x, y, w, h = ann["bbox"]
+            if ann.get("category_id") not in index:
+                raise DatasetFormatError(f"{ann_path.name}: an annotation of image number {position} (in id order) "
+                                         "has a category id that 'categories' does not list")
+            try:
+                x, y, w, h = (float(v) for v in ann["bbox"])
+            except (KeyError, TypeError, ValueError):
+                raise DatasetFormatError(f"{ann_path.name}: an annotation of image number {position} (in id order) "
+                                         "has no [x, y, width, height] bbox") from None
             objects.append(ObjectAnnotation(index[ann["category_id"]], (x, y, x + w, y + h), False, mask_loader(ann)))
         if not objects and not with_empty:
             continue
+        file_name = info.get("file_name")
+        if not isinstance(file_name, str) or not file_name:
+            raise DatasetFormatError(f"{ann_path.name}: image number {position} (in id order) has no file_name")
+        try:
+            size = (int(info["width"]), int(info["height"]))
+        except (KeyError, TypeError, ValueError):
+            raise DatasetFormatError(f"{ann_path.name}: image number {position} (in id order) has no integer width and height") from None
+        path = folder / file_name
+        check_file(path, roots, base=folder)  # a file_name of "../…" or a link that leads out
         samples.append(
             Sample(
-                key=Path(info["file_name"]).stem,
+                key=Path(file_name).stem,
                 labels=tuple(sorted({o.label for o in objects})),
-                size=(int(info["width"]), int(info["height"])),
+                size=size,
                 objects=tuple(objects),
-                path=str(folder / info["file_name"]),
+                path=str(path),
+                roots=roots,
+                base=str(folder),
             )
         )
     if not samples:
-        raise DatasetFormatError(f"{ann_path} has no annotated image")
+        raise DatasetFormatError(f"{ann_path.name} has no annotated image")
     return Dataset(name="coco2014-val", version=ann_path.name, root=str(folder), class_names=names, samples=tuple(samples))

@@ -14,6 +14,7 @@ The protocol's 224×224 resize (masks nearest-neighbour) is applied by the metri
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Iterable
@@ -21,22 +22,28 @@ from typing import Iterable
 import numpy as np
 from PIL import Image
 
-from .base import Dataset, DatasetFormatError, Sample, check_path
+from .base import Dataset, DatasetFormatError, Sample, check_path, open_checked, roots_of
 
 __all__ = ["read_imagenet_segmentation"]
 
 
-def _open(path: Path):
+@contextlib.contextmanager
+def _open(path: Path, roots: tuple[str, ...]):
+    """The MAT-file opened through the checked opener: each image and mask read re-checks that
+    the file really lies in the data roots (a link swapped after submission is refused)."""
     import h5py
 
-    try:
-        return h5py.File(path, "r")
-    except OSError as error:
-        raise DatasetFormatError(f"{path} is not an HDF5 (MATLAB v7.3) file ({error})") from None
+    with open_checked(path, roots) as file:
+        try:
+            handle = h5py.File(file, "r")
+        except OSError:
+            raise DatasetFormatError(f"{path.name} is not an HDF5 (MATLAB v7.3) file") from None
+        with handle:
+            yield handle
 
 
-def _image(path: Path, index: int) -> Image.Image:
-    with _open(path) as f:
+def _image(path: Path, roots: tuple[str, ...], index: int) -> Image.Image:
+    with _open(path, roots) as f:
         array = np.asarray(f[f["value/img"][index, 0]])
     if array.ndim == 2:
         array = np.repeat(array.T[:, :, None], 3, axis=2)
@@ -45,25 +52,26 @@ def _image(path: Path, index: int) -> Image.Image:
         if array.shape[2] == 1:
             array = np.repeat(array, 3, axis=2)
     else:
-        raise DatasetFormatError(f"{path}: image {index} has shape {array.shape}, expected 3×W×H")
+        raise DatasetFormatError(f"{path.name}: image {index} has shape {array.shape}, expected 3×W×H")
     return Image.fromarray(array.astype(np.uint8), "RGB")
 
 
-def _mask(path: Path, index: int) -> np.ndarray:
-    with _open(path) as f:
+def _mask(path: Path, roots: tuple[str, ...], index: int) -> np.ndarray:
+    with _open(path, roots) as f:
         cell = f[f["value/gt"][index, 0]]
         array = np.asarray(f[cell[0, 0]])
     if array.ndim != 2:
-        raise DatasetFormatError(f"{path}: mask {index} has shape {array.shape}, expected W×H")
+        raise DatasetFormatError(f"{path.name}: mask {index} has shape {array.shape}, expected W×H")
     return array.T > 0
 
 
 def read_imagenet_segmentation(path: str | os.PathLike, *, allowed_roots: Iterable[str | os.PathLike]) -> Dataset:
     """Read ``gtsegs_ijcv.mat``; images and masks are decoded on demand (one file open each)."""
-    mat = check_path(path, allowed_roots, what="gtsegs_ijcv.mat")
+    roots = roots_of(allowed_roots)
+    mat = check_path(path, roots, what="gtsegs_ijcv.mat")
     if not mat.is_file():
         raise DatasetFormatError(f"{mat} does not exist (expected gtsegs_ijcv.mat)")
-    with _open(mat) as f:
+    with _open(mat, roots) as f:
         try:
             images, masks = f["value/img"], f["value/gt"]
         except KeyError:
@@ -75,8 +83,8 @@ def read_imagenet_segmentation(path: str | os.PathLike, *, allowed_roots: Iterab
         Sample(
             key=f"{i:05d}",
             labels=(),
-            loader=(lambda i=i: _image(mat, i)),
-            foreground_loader=(lambda i=i: _mask(mat, i)),
+            loader=(lambda i=i: _image(mat, roots, i)),
+            foreground_loader=(lambda i=i: _mask(mat, roots, i)),
         )
         for i in range(count)
     )

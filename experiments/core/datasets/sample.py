@@ -14,7 +14,11 @@ built-in EfficientNet-Lite0 recognises:
 
 The images are written once into ``cache_dir`` (PNG files plus ``manifest.json``) and read
 from there afterwards; a half-written cache is never visible (written to a temporary folder,
-then renamed).
+then renamed). The cache is bounded: at most ``cache_sets`` localisation sets and
+``cache_bytes`` bytes stay on disk, the least recently used evicted first (a set is "used" when
+:func:`sample_dataset` opens it). An evicted set is rebuilt, identically, when one of its files
+is read again. ``seed`` and ``num_images`` are bounded (:data:`MAX_SEED`,
+:data:`MAX_LOCALISATION_IMAGES`): building 200 composites takes seconds and a few tens of MB.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,14 +35,26 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .base import Dataset, DatasetFormatError, ObjectAnnotation, Sample
+from .base import Dataset, DatasetFormatError, ObjectAnnotation, Sample, open_checked
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SAMPLE_VERSION", "sample_photos", "sample_dataset"]
+__all__ = [
+    "MAX_LOCALISATION_IMAGES", "MAX_SEED", "SAMPLE_VERSION", "sample_cache_prune", "sample_check_options",
+    "sample_dataset", "sample_is_cached", "sample_photos",
+]
 
 SAMPLE_VERSION = "sample-v1"
 _CANVAS = 320
+#: Most composites one localisation set may have (about 0.14 MB and 0.09 s each).
+MAX_LOCALISATION_IMAGES = 200
+#: Seeds run 0 … 2³¹ − 1.
+MAX_SEED = 2**31 - 1
+#: Default cache bounds: localisation sets kept, and their total size.
+CACHE_SETS = 8
+CACHE_BYTES = 256 * 2**20
+#: A temporary build folder older than this was left by a process that died mid-build.
+_STALE_BUILD_SECONDS = 3600
 
 
 @dataclass(frozen=True)
@@ -198,27 +215,136 @@ def _ensure(cache_dir: Path, kind: str, seed: int, num_images: int) -> Path:
     return target
 
 
-def _mask_loader(path: Path) -> Callable[[], np.ndarray]:
+def _file_opener(cache_dir: Path, kind: str, seed: int, num_images: int, relative: str) -> Callable:
+    """Open one file of the set, checked to lie in its folder; rebuild the set first if the
+    cache evicted it meanwhile (the rebuild is deterministic, so the file is the same)."""
+    def open_file():
+        folder = _folder(cache_dir, kind, seed, num_images)
+        if not (folder / relative).is_file():
+            folder = _ensure(cache_dir, kind, seed, num_images)
+        return open_checked(folder / relative, [folder], base=folder)
+
+    return open_file
+
+
+def _image_loader(opener: Callable) -> Callable[[], Image.Image]:
+    def load() -> Image.Image:
+        from explain.core.imaging import load_image
+
+        with opener() as file:
+            return load_image(file)
+
+    return load
+
+
+def _mask_loader(opener: Callable) -> Callable[[], np.ndarray]:
     def load() -> np.ndarray:
-        with Image.open(path) as image:
+        with opener() as file, Image.open(file) as image:
             return np.asarray(image.convert("L")) > 127
 
     return load
 
 
+def _is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def sample_check_options(*, seed: object, num_images: object) -> tuple[int, int]:
+    """``(seed, num_images)`` of a localisation set if both are integers in range, else ``ValueError``."""
+    if not _is_int(seed) or not 0 <= seed <= MAX_SEED:
+        raise ValueError(f"seed must be a whole number from 0 to {MAX_SEED}")
+    if not _is_int(num_images) or not 1 <= num_images <= MAX_LOCALISATION_IMAGES:
+        raise ValueError(f"num_images must be a whole number from 1 to {MAX_LOCALISATION_IMAGES}")
+    return int(seed), int(num_images)
+
+
+def sample_is_cached(kind: str, *, cache_dir: str | os.PathLike, seed: int = 0, num_images: int = 12) -> bool:
+    """Whether :func:`sample_dataset` would open this set from disk rather than build it."""
+    folder = _folder(Path(cache_dir).expanduser().resolve(), kind, seed, num_images)
+    return (folder / "manifest.json").is_file()
+
+
+def _size_of(folder: Path) -> int:
+    total = 0
+    for path, _, files in os.walk(folder):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(path, name)).st_size
+            except OSError:
+                pass
+    return total
+
+
+def sample_cache_prune(
+    cache_dir: str | os.PathLike, *, max_sets: int = CACHE_SETS, max_bytes: int = CACHE_BYTES,
+    keep: Path | None = None,
+) -> list[str]:
+    """Evict localisation sets, least recently used first, until at most ``max_sets`` remain
+    and they take at most ``max_bytes``; ``keep`` (the set just opened) always stays. Build
+    folders left by a process that died are removed too. Returns the evicted folders' names.
+
+    Recency is the ``manifest.json`` modification time, which :func:`sample_dataset` refreshes
+    on every open. The classification set (a few fixed photos) is never evicted.
+    """
+    cache = Path(cache_dir).expanduser().resolve()
+    if not cache.is_dir():
+        return []
+    now = time.time()
+    sets = []
+    for entry in os.scandir(cache):
+        if entry.name.startswith(".sample-") and entry.is_dir(follow_symlinks=False):
+            if now - entry.stat(follow_symlinks=False).st_mtime > _STALE_BUILD_SECONDS:
+                shutil.rmtree(entry.path, ignore_errors=True)
+            continue
+        if "-localisation-" not in entry.name or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            used = os.stat(os.path.join(entry.path, "manifest.json")).st_mtime
+        except OSError:
+            continue
+        sets.append((used, Path(entry.path)))
+    kept_count, kept_bytes, evicted = 0, 0, []
+    keep = keep.resolve() if keep is not None else None
+    for _, folder in sorted(sets, key=lambda item: (item[1] != keep, -item[0])):
+        size = _size_of(folder)
+        if folder == keep or (kept_count < max_sets and kept_bytes + size <= max_bytes):
+            kept_count, kept_bytes = kept_count + 1, kept_bytes + size
+            continue
+        # Renamed first, so a reader sees the whole set or none of it.
+        doomed = cache / f".sample-evicted-{folder.name}-{os.getpid()}"
+        try:
+            os.replace(folder, doomed)
+        except OSError:
+            continue
+        shutil.rmtree(doomed, ignore_errors=True)
+        evicted.append(folder.name)
+    if evicted:
+        logger.info("sample cache %s: evicted %s (limits: %d sets, %d MB)", cache, evicted, max_sets, max_bytes // 2**20)
+    return evicted
+
+
 def sample_dataset(
-    kind: str = "classification", *, cache_dir: str | os.PathLike, seed: int = 0, num_images: int = 12
+    kind: str = "classification", *, cache_dir: str | os.PathLike, seed: int = 0, num_images: int = 12,
+    cache_sets: int = CACHE_SETS, cache_bytes: int = CACHE_BYTES,
 ) -> Dataset:
     """The bundled sample set of ``kind`` (``"classification"`` or ``"localisation"``).
 
-    ``seed`` and ``num_images`` shape the localisation composites (same values, same images).
-    Class names are the 1000 ImageNet names.
+    ``seed`` (0 … :data:`MAX_SEED`) and ``num_images`` (1 … :data:`MAX_LOCALISATION_IMAGES`)
+    shape the localisation composites (same values, same images). Opening a set marks it as
+    recently used and prunes the cache to ``cache_sets`` sets and ``cache_bytes`` bytes
+    (:func:`sample_cache_prune`). Class names are the 1000 ImageNet names.
     """
     if kind not in ("classification", "localisation"):
         raise ValueError(f"kind must be 'classification' or 'localisation', not {kind!r}")
-    if not isinstance(num_images, int) or not 1 <= num_images <= 1000:
-        raise ValueError(f"num_images must be between 1 and 1000, not {num_images!r}")
-    folder = _ensure(Path(cache_dir).expanduser().resolve(), kind, seed, num_images)
+    seed, num_images = sample_check_options(seed=seed, num_images=num_images)
+    cache = Path(cache_dir).expanduser().resolve()
+    folder = _ensure(cache, kind, seed, num_images)
+    if kind == "localisation":
+        try:
+            os.utime(folder / "manifest.json")
+        except OSError:
+            pass
+        sample_cache_prune(cache, max_sets=cache_sets, max_bytes=cache_bytes, keep=folder)
     try:
         manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -232,7 +358,7 @@ def sample_dataset(
                 int(o["label"]),
                 tuple(float(v) for v in o["box"]),
                 False,
-                _mask_loader(folder / o["mask"]) if o.get("mask") else None,
+                _mask_loader(_file_opener(cache, kind, seed, num_images, o["mask"])) if o.get("mask") else None,
             )
             for o in entry["objects"]
         )
@@ -243,6 +369,9 @@ def sample_dataset(
                 size=tuple(entry["size"]),
                 objects=objects,
                 path=str(folder / entry["file"]),
+                loader=_image_loader(_file_opener(cache, kind, seed, num_images, entry["file"])),
+                roots=(str(folder),),
+                base=str(folder),
             )
         )
     # The photo list depends on whether scikit-learn is installed; the version says which.
