@@ -1,7 +1,7 @@
 """The accounts API: register, obtain a token (username or account number), the current account."""
 from __future__ import annotations
 
-from django.contrib.auth import authenticate
+from django.contrib.auth import authenticate, update_session_auth_hash
 from django.core.exceptions import ValidationError
 from drf_spectacular.utils import extend_schema
 from rest_framework import permissions, serializers, status
@@ -70,10 +70,13 @@ class TokenView(APIView):
     def post(self, request):
         data = TokenRequestSerializer(data=request.data)
         data.is_valid(raise_exception=True)
-        user = authenticate(request, username=username_for_login(data.validated_data["login"]),
+        # The Django request, not DRF's wrapper: the login throttle marks a locked-out attempt on it,
+        # and its middleware turns that mark into the 429 answer.
+        user = authenticate(request._request, username=username_for_login(data.validated_data["login"]),
                             password=data.validated_data["password"])
         if user is None:
             raise serializers.ValidationError({"detail": "Unknown username/account number or wrong password."})
+        # (a refused login that reached the throttle's limit is answered 429 by its middleware)
         return Response({"token": services.account_token_get(user=user).key})
 
 
@@ -84,15 +87,19 @@ class MeView(APIView):
 
 
 class PasswordView(APIView):
-    @extend_schema(request=PasswordChangeSerializer, responses={204: None})
+    """Change the password. The API token is replaced (the answer carries the new one) and the
+    user's other sessions end; a session making this call stays logged in."""
+
+    @extend_schema(request=PasswordChangeSerializer, responses={200: TokenSerializer})
     def post(self, request):
         data = PasswordChangeSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:
-            services.account_change_password(user=request.user, **data.validated_data)
+            token = services.account_change_password(user=request.user, **data.validated_data)
         except ValidationError as error:
             raise _validation_error(error) from None
-        return Response(status=status.HTTP_204_NO_CONTENT)
+        update_session_auth_hash(request._request, request.user)
+        return Response({"token": token.key})
 
 
 class TokenRegenerateView(APIView):

@@ -51,13 +51,20 @@ def account_register(*, username: str, password: str) -> Account:
     raise RuntimeError("could not draw a free account number in 20 tries")
 
 
-def account_change_password(*, user, old_password: str, new_password: str) -> None:
-    """Change the password; the old one must be given. Raises ``ValidationError`` saying what is wrong."""
+def account_change_password(*, user, old_password: str, new_password: str) -> Token:
+    """Change the password; the old one must be given. Raises ``ValidationError`` saying what is wrong.
+
+    Whoever knew the old password may hold the API token too, so the token is replaced and the
+    new one returned. Other sessions end by themselves (Django checks each session against a
+    hash of the password); the caller keeps its own with ``update_session_auth_hash``.
+    """
     if not user.check_password(old_password or ""):
         raise ValidationError("The current password is wrong.")
     validate_password(new_password, user=user)
-    user.set_password(new_password)
-    user.save(update_fields=["password"])
+    with transaction.atomic():
+        user.set_password(new_password)
+        user.save(update_fields=["password"])
+        return account_token_regenerate(user=user)
 
 
 def account_token_get(*, user) -> Token:

@@ -132,8 +132,10 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
             raise exceptions.NotFound("some of these runs do not exist or are not yours")
         return Response(selectors.experiments_compare(experiments=runs))
 
-    @action(detail=False, methods=["get"])
-    def options(self, request):
+    # Named apart from ``options``: a method of that name would shadow DRF's OPTIONS handler on
+    # every route of this viewset (OPTIONS on a run then called it with ``pk`` and answered 500).
+    @action(detail=False, methods=["get"], url_path="options", url_name="options")
+    def new_run_options(self, request):
         """Models, methods (with the two baselines), protocols and data-set kinds for a new run."""
         return Response(selectors.experiment_options(user=request.user))
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
@@ -85,6 +86,7 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",   # Swagger UI served from our static files: the docs work offline
+    "axes",                      # login throttling (settings in the "Login throttling" block)
     "accounts",
     "explain",
     "experiments",
@@ -101,6 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: turns a refused login into the lockout answer
 ]
 
 ROOT_URLCONF = "saliency_site.urls"
@@ -194,6 +197,21 @@ SPECTACULAR_SETTINGS = {
         "ShardStatusEnum": "experiments.models.Shard.Status",
     },
 }
+
+# -- Login throttling (django-axes) ------------------------------------------------------------
+# Failed logins are counted per account and per client address (rows in PostgreSQL, so every
+# web process sees the same counts); at the limit both the login page and the API token
+# endpoint answer 429 until the cool-off has passed. The account backend sees the credentials
+# after an account number was resolved to its username, so both spellings count alike.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before checking it
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]  # either one reaching the limit locks
+AXES_LOCKOUT_CALLABLE = "accounts.lockout.lockout_response"
 
 LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
