@@ -4,25 +4,112 @@ from __future__ import annotations
 import base64
 
 from django.urls import reverse
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import selectors
 from .models import Experiment, Record
 
 
+class DatasetSubsetSerializer(serializers.Serializer):
+    mode = serializers.ChoiceField(choices=["all", "first", "random"], default="all")
+    n = serializers.IntegerField(required=False, min_value=1, help_text="images to take (first/random)")
+    seed = serializers.IntegerField(required=False, help_text="random: which draw")
+
+
+class DatasetOptionsSerializer(serializers.Serializer):
+    seed = serializers.IntegerField(required=False, help_text="sample-localisation: which generated set")
+    num_images = serializers.IntegerField(required=False, min_value=1, help_text="sample-localisation: its size")
+    image_set = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, required=False,
+                                       help_text="voc2007: an image-set name such as 'test' (a name, not a path)")
+
+
+class DatasetSerializer(serializers.Serializer):
+    """The types of a data-set request; which kinds and paths exist is the services' check."""
+
+    kind = serializers.CharField(max_length=100)
+    paths = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False,
+                                  help_text='path fields of the kind, e.g. {"root": "voc/VOC2007"}')
+    options = DatasetOptionsSerializer(required=False)
+    subset = DatasetSubsetSerializer(required=False)
+
+
+class MethodSlotSerializer(serializers.Serializer):
+    key = serializers.CharField(max_length=100)
+    enhance = serializers.BooleanField(required=False)
+    params = serializers.DictField(required=False)
+    enhance_params = serializers.DictField(required=False)
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {
+    "type": "object", "required": ["key"], "properties": {
+        "key": {"type": "string"}, "enhance": {"type": "boolean"},
+        "params": {"type": "object", "additionalProperties": True},
+        "enhance_params": {"type": "object", "additionalProperties": True}}}]})
+class MethodSlotField(serializers.Field):
+    """A method slot: a key (``"gradcam"``, ``"baseline_random"``) or ``{"key", "enhance", "params"}``."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            return MethodSlotSerializer().run_validation({"key": data})["key"]
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('a method is a key or an object such as {"key": "gradcam"}')
+        return dict(MethodSlotSerializer().run_validation(data))
+
+    def to_representation(self, value):
+        return value
+
+
+@extend_schema_field({"oneOf": [{"type": "string"}, {"type": "object", "additionalProperties": True}]})
+class ProtocolField(serializers.Field):
+    """A protocol: a name, a copy ``{"copy_of", "name", "params"}`` or a full definition."""
+
+    def to_internal_value(self, data):
+        if isinstance(data, str):
+            if not data:
+                raise serializers.ValidationError("a protocol name cannot be empty")
+            return data
+        if not isinstance(data, dict):
+            raise serializers.ValidationError('a protocol is a name or an object such as {"copy_of": "thesis-v1"}')
+        for name in ("copy_of", "name"):
+            if name in data and not isinstance(data[name], str):
+                raise serializers.ValidationError(f"{name} must be a string")
+        if "params" in data and not isinstance(data["params"], dict):
+            raise serializers.ValidationError("params must be an object")
+        return data
+
+    def to_representation(self, value):
+        return value
+
+
 class ExperimentCreateSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=200)
     model = serializers.IntegerField(help_text="id of a model visible to the user")
-    dataset = serializers.JSONField(help_text='{"kind": "voc2007", "paths": {"root": "..."}, '
-                                              '"subset": {"mode": "first"|"random"|"all", "n": 100, "seed": 0}}')
-    methods = serializers.ListField(child=serializers.JSONField(), min_length=1,
+    dataset = DatasetSerializer(help_text='{"kind": "voc2007", "paths": {"root": "..."}, '
+                                          '"subset": {"mode": "first"|"random"|"all", "n": 100, "seed": 0}}')
+    methods = serializers.ListField(child=MethodSlotField(), min_length=1,
                                     help_text='[{"key": "gradcam", "enhance": true, "params": {...}}, "baseline_random"]')
-    protocols = serializers.ListField(child=serializers.JSONField(), min_length=1,
+    protocols = serializers.ListField(child=ProtocolField(), min_length=1,
                                       help_text='names ("thesis-v1") or copies {"copy_of", "name", "params"}')
     seed = serializers.IntegerField(default=0)
     shard_size = serializers.IntegerField(required=False, min_value=1, allow_null=True)
     start_at = serializers.DateTimeField(required=False, allow_null=True, help_text="queue overnight: start at this time")
     after_current = serializers.BooleanField(default=False, help_text="start after the current runs have finished")
+
+    def validate_dataset(self, value):
+        return _plain(value)
+
+    def validate_methods(self, value):
+        return _plain(value)
+
+
+def _plain(value):
+    """Nested validated data as plain dicts and lists (it is stored as JSON)."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
 def _dataset_summary(info: dict) -> dict:

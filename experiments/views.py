@@ -14,6 +14,7 @@ from django.db.models import Sum
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.urls import reverse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, mixins, status, viewsets
 from rest_framework.decorators import action
@@ -120,7 +121,8 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     def export(self, request, pk=None, kind=None):
         return export_response(self.get_object(), kind, records=request.query_params.get("records") in ("1", "true"))
 
-    @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated run ids")])
+    @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated run ids")],
+                   responses={200: OpenApiTypes.OBJECT})
     @action(detail=False, methods=["get"])
     def compare(self, request):
         try:
@@ -132,8 +134,11 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
             raise exceptions.NotFound("some of these runs do not exist or are not yours")
         return Response(selectors.experiments_compare(experiments=runs))
 
-    @action(detail=False, methods=["get"])
-    def options(self, request):
+    # Named apart from ``options``: a method of that name would shadow DRF's OPTIONS handler on
+    # every route of this viewset (OPTIONS on a run then called it with ``pk`` and answered 500).
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @action(detail=False, methods=["get"], url_path="options", url_name="options")
+    def new_run_options(self, request):
         """Models, methods (with the two baselines), protocols and data-set kinds for a new run."""
         return Response(selectors.experiment_options(user=request.user))
 

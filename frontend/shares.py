@@ -21,6 +21,14 @@ def _files(explanation_set, share, name: str):
     return job.raw_file, "application/octet-stream", f"{job.method_key}-class{job.target}.npy"
 
 
+def _percentage(raw: dict, name: str) -> float:
+    value = raw[name]
+    # bool is an int to Python, and float() would take "50" or fail with a TypeError on {} or [1]
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise ValueError(f"options.{name} must be a number")
+    return float(value)
+
+
 def _options(raw: dict) -> dict:
     out = {}
     if "jobs" in raw:
@@ -29,17 +37,17 @@ def _options(raw: dict) -> dict:
             raise ValueError("options.jobs must be a list of job ids")
         out["jobs"] = jobs
     if "ratio" in raw:
-        ratio = float(raw["ratio"])
+        ratio = _percentage(raw, "ratio")
         if not 0 < ratio <= 100:
             raise ValueError("options.ratio must be a percentage in (0, 100]")
         out["ratio"] = ratio
     if "opacity" in raw:
-        opacity = float(raw["opacity"])
+        opacity = _percentage(raw, "opacity")
         if not 0 <= opacity <= 100:
             raise ValueError("options.opacity must be in [0, 100]")
         out["opacity"] = opacity
     if "colormap" in raw:
-        if raw["colormap"] not in ("jet", "viridis", "inferno", "gray"):
+        if not isinstance(raw["colormap"], str) or raw["colormap"] not in ("jet", "viridis", "inferno", "gray"):
             raise ValueError("options.colormap must be one of jet, viridis, inferno, gray")
         out["colormap"] = raw["colormap"]
     return out

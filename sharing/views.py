@@ -3,11 +3,13 @@ from __future__ import annotations
 
 from django.http import FileResponse, Http404
 from django.shortcuts import render
+from django.views.decorators.http import require_safe
 
 from . import registry
 from .selectors import share_get_active
 
 
+@require_safe  # read-only links: GET and HEAD, 405 for anything else
 def public(request, token: str):
     share = share_get_active(token=token)
     spec = registry.get_view(share.view)
@@ -18,6 +20,7 @@ def public(request, token: str):
     return response
 
 
+@require_safe
 def public_file(request, token: str, name: str):
     share = share_get_active(token=token)
     spec = registry.get_view(share.view)

@@ -158,3 +158,33 @@ def test_queue_overnight_at_a_time_and_after_the_current_runs(alice, alice_api, 
     start_scheduled(scheduled["id"])          # a redelivery changes nothing
     run = Experiment.objects.get(pk=scheduled["id"])
     assert run.status == "queued" and run.shards.count() == 2
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"dataset": {"kind": "sample-localisation", "options": "seed=3"}}, "options"),
+    ({"dataset": {"kind": "sample-localisation", "options": {"seed": [1]}}}, "seed"),
+    ({"dataset": {"kind": "voc2007", "paths": ["voc/VOC2007"]}}, "paths"),
+    ({"dataset": {"kind": "voc2007", "paths": {"root": "voc"}, "options": {"image_set": "../../etc/x"}}}, "image_set"),
+    ({"dataset": {"kind": "sample-localisation", "subset": {"mode": "first", "n": "many"}}}, "n"),
+    ({"dataset": "sample-localisation"}, "dataset"),
+    ({"methods": [3, 4]}, "methods"),
+    ({"methods": [{"key": "gradcam", "params": [1]}]}, "params"),
+    ({"protocols": [7]}, "protocols"),
+    ({"protocols": [{"copy_of": ["thesis-v1"]}]}, "copy_of"),
+])
+def test_wrongly_typed_requests_are_refused_by_the_serializer(alice_api, lite0, changes, field):
+    response = _submit(alice_api, lite0, **changes)
+    assert response.status_code == 400, response.content
+    assert field in response.content.decode()
+    assert not Experiment.objects.exists()
+
+
+def test_options_requests_on_every_run_route_answer_not_500(alice_api, lite0):
+    created = _submit(alice_api, lite0).json()
+    url = created["url"]
+    for route in ("", "cancel/", "resume/", "records/", "images/0/", "export/csv/", "export/json/"):
+        response = alice_api.options(f"{url}{route}")
+        assert response.status_code == 200, (route, response.content)
+        assert "name" in response.json()
+    # the new-run options still answer at their old address
+    assert "methods" in alice_api.get("/api/experiments/options/").json()

@@ -413,6 +413,33 @@ def test_share_options_are_validated(alice_api, predicted_set):
     assert response.status_code == 400 and "ratio" in response.json()["options"]
 
 
+@pytest.mark.parametrize("options, fragment", [
+    ({"ratio": {}}, "ratio must be a number"),
+    ({"opacity": [1]}, "opacity must be a number"),
+    ({"opacity": "50"}, "opacity must be a number"),
+    ({"ratio": True}, "ratio must be a number"),
+    ({"colormap": ["jet"]}, "colormap"),
+    ({"jobs": "1,2"}, "jobs"),
+])
+def test_share_options_of_the_wrong_type_answer_400(alice_api, predicted_set, options, fragment):
+    response = alice_api.post("/api/shares/", {"view": "explanation", "object_id": predicted_set["id"],
+                                               "options": options}, format="json")
+    assert response.status_code == 400, response.content
+    assert fragment in " ".join(response.json()["options"] if isinstance(response.json()["options"], list)
+                                else [str(response.json()["options"])])
+
+
+def test_share_pages_answer_get_and_head_only(alice_api, predicted_set, client):
+    share = alice_api.post("/api/shares/", {"view": "explanation", "object_id": predicted_set["id"]},
+                           format="json").json()
+    for url in (f"/s/{share['token']}/", f"/s/{share['token']}/files/image"):
+        assert client.get(url).status_code == 200
+        assert client.head(url).status_code == 200
+        for method in ("post", "put", "patch", "delete"):
+            assert getattr(client, method)(url).status_code == 405, (method, url)
+    assert client.get(f"/s/{share['token']}/").status_code == 200  # the link still works
+
+
 def test_uploaded_vit_explains_with_token_layer(alice_api):
     response = _post_model(alice_api, "vit_tiny_patch16_224", state_dict_bytes("vit_tiny_patch16_224", 3),
                            name="vit", classes=b"x\ny\nz\n")
