@@ -8,7 +8,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 
 from explain.models import ExplanationSet, InputImage
 
-PASSWORD = "a long enough password 7"
+from tests.support import PASSWORD
 
 
 @pytest.fixture()
@@ -74,3 +74,13 @@ def test_bad_upload_names_the_users_file_in_our_words(alice_api):
     detail = response.json()["detail"]
     assert "my-finetune.pth" in detail and "upload.pth" not in detail
     assert "weights_only" not in detail and "False" not in detail
+
+
+def test_hidden_preview_takes_no_space(live_server, plain_static, page, alice, builtin_models):
+    page.goto(f"{live_server.url}/login/")
+    page.fill("#id_username", alice.username)
+    page.fill("#id_password", PASSWORD)
+    page.click("button[type=submit]")
+    page.goto(f"{live_server.url}/explain/")
+    box = page.evaluate("() => document.getElementById('image-preview').getBoundingClientRect().height")
+    assert box == 0
