@@ -158,7 +158,8 @@ def classifier_model_upload(*, owner, name: str, architecture: str, weights, cla
     original = Path(getattr(weights, "name", "weights.pth") or "weights.pth").name
     suffix = ".safetensors" if original.endswith(".safetensors") else ".pth"
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"upload{suffix}"
+        # Named as the user's file, so that error messages name the file they chose.
+        path = Path(tmp) / (original if original.endswith((".pth", ".pt", ".bin", suffix)) else original + suffix)
         with open(path, "wb") as out:
             for chunk in (weights.chunks() if hasattr(weights, "chunks") else [weights.read()]):
                 out.write(chunk)

@@ -42,7 +42,10 @@ def _workbench(request, mode: str):
         "samples": [{"key": k, "name": v} for k, v in explain_services.SAMPLES.items()],
         "set_url": reverse("explain:explanationset-detail", args=[opened.pk]) if opened else None,
     }
-    recent = sets.annotate(maps=Count("jobs", filter=Q(jobs__kind=Job.Kind.EXPLAIN, jobs__status=Job.Status.DONE)))
+    # annotate(Count) adds a GROUP BY: order explicitly, newest first, so the six shown are the latest.
+    recent = sets.annotate(
+        maps=Count("jobs", filter=Q(jobs__kind=Job.Kind.EXPLAIN, jobs__status=Job.Status.DONE))
+    ).order_by("-created_at", "-pk")
     return render(request, "frontend/workbench.html", {
         "mode": mode, "models": models, "config": config, "recent": recent[:6],
         "default_model": opened.model_id if opened else next((m.pk for m in models if m.weights_present), None),

@@ -350,6 +350,7 @@ def manage(args) -> int:
         else:
             services.start_backing_services()
             services.manage("migrate", "--noinput", "-v", "0")
+            services.manage("sync_models")  # as `./run serve` does: the built-in models must exist
         return subprocess.run([PYTHON, "manage.py", *args.manage_args], cwd=BASE_DIR,
                               env=services.child_env()).returncode
     except Shutdown:

@@ -245,9 +245,11 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+            # PyTorch's own text advises loading with weights_only=False, which must never be done
+            # with an untrusted file; say what is wrong in our words instead.
             raise WeightsInvalid(
-                f"{path.name} is not a PyTorch state_dict that loads safely "
-                f"(weights_only=True refused it: {str(error).splitlines()[0][:200]})"
+                f"{path.name} is not a PyTorch state_dict that loads safely: it is not a PyTorch file, "
+                f"or it holds objects other than tensors ({type(error).__name__})"
             ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

@@ -127,7 +127,7 @@ def test_import_weights_never_runs_a_pickle(empty_caches):
     payload.marker = str(marker)
     weights = empty_caches / "evil.pth"
     weights.write_bytes(pickle.dumps({"fc.weight": payload}))
-    with pytest.raises(CommandError, match="weights_only=True refused it"):
+    with pytest.raises(CommandError, match="loads safely"):
         call_command("import_weights", "resnet18", str(weights))
     assert not marker.exists()
 

@@ -82,9 +82,27 @@ export class MapView {
     return this.order;
   }
 
+  // How many of the ranked pixels a ratio keeps. Pixels of equal saliency are kept or dropped
+  // together, so the cut-out never depends on scan order; zero (or negative) saliency is never kept,
+  // so a ratio above the share of positive pixels keeps just the positive ones.
+  keepCount(ratio) {
+    const order = this.ranking();
+    const map = this.map;
+    let keep = Math.round(Math.max(0, Math.min(1, ratio)) * order.length);
+    if (keep === 0) return 0;
+    const edge = map[order[keep - 1]];
+    if (!(edge > 0)) {
+      keep = 0;
+      while (keep < order.length && map[order[keep]] > 0) keep++;
+      return keep;
+    }
+    while (keep < order.length && map[order[keep]] === edge) keep++;  // take the whole tie
+    return keep;
+  }
+
   cutout(ratio) {
     const order = this.ranking();
-    const keep = Math.round(Math.max(0, Math.min(1, ratio)) * order.length);
+    const keep = this.keepCount(ratio);
     const out = this.ctx.createImageData(this.width, this.height);
     for (let i = 3; i < out.data.length; i += 4) out.data[i] = 255;  // opaque black
     const { pixels } = this;
