@@ -29,6 +29,7 @@ __all__ = [
     "PointingProtocol",
     "SegmentationProtocol",
     "SanityProtocol",
+    "ComplexityProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -264,12 +265,30 @@ class SanityProtocol(Protocol):
             raise ValueError(f"only reinit='reset_parameters' is implemented, not {self.reinit!r}")
 
 
+@dataclass(frozen=True)
+class ComplexityProtocol(Protocol):
+    """Sparseness and complexity of the map alone (no model passes).
+
+    Gini index of ``|map|`` (Chalasani et al., ICML 2020) and the entropy of its fractional
+    contributions (Bhatt et al., IJCAI 2020); see :mod:`experiments.core.metrics.complexity`.
+    """
+
+    metric: ClassVar[str] = "complexity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
-    for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol)
+    for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
+                ComplexityProtocol)
 }
 _lock = threading.RLock()
 
@@ -439,4 +458,12 @@ def _adebayo_v1() -> Protocol:
     return SanityProtocol(
         name="adebayo-v1",
         description="Sanity checks (Adebayo et al. 2018): cascading and independent randomisation; Spearman (|map|, signed), SSIM, HOG Spearman.",
+    )
+
+
+@register_protocol("complexity-v1")
+def _complexity_v1() -> Protocol:
+    return ComplexityProtocol(
+        name="complexity-v1",
+        description="Sparseness (Gini index of |map|, Chalasani et al. 2020) and complexity (entropy of |map|'s fractional contributions, Bhatt et al. 2020) of the predicted class's map at 224×224; no model passes.",
     )
