@@ -30,6 +30,7 @@ __all__ = [
     "SegmentationProtocol",
     "SanityProtocol",
     "ComplexityProtocol",
+    "RandomLogitProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -282,13 +283,34 @@ class ComplexityProtocol(Protocol):
             raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
 
 
+@dataclass(frozen=True)
+class RandomLogitProtocol(Protocol):
+    """Random-logit test (Sixt et al., ICML 2020): the map of a random other class should differ.
+
+    The other class is drawn uniformly from the model's classes except the explained one, by
+    a generator seeded with the run's seed and the image index; the two maps are compared by
+    Spearman rank correlation and SSIM; see :mod:`experiments.core.metrics.random_logit`.
+    """
+
+    metric: ClassVar[str] = "random-logit"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    ssim_sigma: float = 1.5
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+        if not self.ssim_sigma > 0:
+            raise ValueError(f"ssim_sigma must be positive, not {self.ssim_sigma!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
     for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
-                ComplexityProtocol)
+                ComplexityProtocol, RandomLogitProtocol)
 }
 _lock = threading.RLock()
 
@@ -466,4 +488,12 @@ def _complexity_v1() -> Protocol:
     return ComplexityProtocol(
         name="complexity-v1",
         description="Sparseness (Gini index of |map|, Chalasani et al. 2020) and complexity (entropy of |map|'s fractional contributions, Bhatt et al. 2020) of the predicted class's map at 224×224; no model passes.",
+    )
+
+
+@register_protocol("random-logit-v1")
+def _random_logit_v1() -> Protocol:
+    return RandomLogitProtocol(
+        name="random-logit-v1",
+        description="Random-logit test (Sixt et al. 2020): the predicted class's map against the map of a random other class at 224×224; Spearman and SSIM (lower: the map depends on the class).",
     )
