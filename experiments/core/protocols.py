@@ -31,6 +31,7 @@ __all__ = [
     "SanityProtocol",
     "ComplexityProtocol",
     "RandomLogitProtocol",
+    "FaithfulnessCorrelationProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -304,13 +305,36 @@ class RandomLogitProtocol(Protocol):
             raise ValueError(f"ssim_sigma must be positive, not {self.ssim_sigma!r}")
 
 
+@dataclass(frozen=True)
+class FaithfulnessCorrelationProtocol(Protocol):
+    """Faithfulness correlation (Bhatt et al., IJCAI 2020): ``runs`` random subsets of ``subset``
+    pixels set to ``fill`` in pixel space; Pearson correlation of the subsets' saliency sums
+    with the drops of the explained class's logit. See :mod:`experiments.core.metrics.faithfulness`.
+    """
+
+    metric: ClassVar[str] = "faithfulness-correlation"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    runs: int = 100
+    subset: int = 224
+    fill: float = 0.0
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.runs, int) or self.runs < 2:
+            raise ValueError(f"runs must be an integer of at least 2, not {self.runs!r}")
+        if not isinstance(self.subset, int) or not 1 <= self.subset < self.preprocessing.size ** 2:
+            raise ValueError(f"subset must be a number of pixels between 1 and the image's, not {self.subset!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
     for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
-                ComplexityProtocol, RandomLogitProtocol)
+                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol)
 }
 _lock = threading.RLock()
 
@@ -496,4 +520,12 @@ def _random_logit_v1() -> Protocol:
     return RandomLogitProtocol(
         name="random-logit-v1",
         description="Random-logit test (Sixt et al. 2020): the predicted class's map against the map of a random other class at 224×224; Spearman and SSIM (lower: the map depends on the class).",
+    )
+
+
+@register_protocol("bhatt-faithfulness-v1")
+def _bhatt_faithfulness_v1() -> Protocol:
+    return FaithfulnessCorrelationProtocol(
+        name="bhatt-faithfulness-v1",
+        description="Faithfulness correlation (Bhatt et al. 2020): 100 random subsets of 224 pixels set to black at 224×224; Pearson correlation of saliency sums with logit drops.",
     )

@@ -12,11 +12,11 @@ from experiments.core.datasets.base import ObjectAnnotation, Sample
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
-def tiny_cnn(num_classes: int = 5, seed: int = 0) -> nn.Module:
+def tiny_cnn(num_classes: int = 5, seed: int = 0, channels: int = 3) -> nn.Module:
     """A few seeded conv layers: B×3×H×W → logits B×num_classes."""
     torch.manual_seed(seed)
     return nn.Sequential(
-        nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(channels, 8, 3, padding=1), nn.ReLU(),
         nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
         nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(32, num_classes),
     ).eval()
