@@ -1,10 +1,12 @@
 """Evaluating one (image, method) unit: its maps, computed once and shared, and a record per protocol."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -34,6 +36,23 @@ def _thumb(saliency) -> bytes:
 def _error_text(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+_listeners = threading.local()
+
+
+@contextlib.contextmanager
+def units_observed(callback: Callable[[int, Mapping[str, Any]], None]) -> Iterator[None]:
+    """Within the block, ``callback(image_index, method)`` after every unit this thread evaluates
+    (the command line's progress bar)."""
+    stack = getattr(_listeners, "stack", None)
+    if stack is None:
+        stack = _listeners.stack = []
+    stack.append(callback)
+    try:
+        yield
+    finally:
+        stack.remove(callback)
 
 
 class Evaluator:
@@ -133,6 +152,8 @@ class Evaluator:
             seconds = (time.perf_counter() - started) / len(produced)
             for row in produced:
                 rows.append({"protocol": protocol.name, "seconds": seconds, **row})
+        for callback in list(getattr(_listeners, "stack", ())):
+            callback(index, method)
         return rows
 
     def _protocol_rows(self, protocol: Protocol, index: int, sample, image, method, cache) -> list[dict]:

@@ -169,3 +169,15 @@ def test_the_command_line_runs_the_same_services(alice, lite0, capsys):
     run = Experiment.objects.get(owner=alice)
     assert run.status == Experiment.Status.DONE and run.num_images == 2
     assert "torchray-pointing-v1" in out and "Centre map (baseline)" in out and "Random map (baseline)" in out
+
+
+def test_the_command_line_shows_progress_unless_quiet(alice, lite0, capsys):
+    from django.core.management import call_command
+
+    args = ["run_experiment", "--model", "efficientnet_lite0", "--dataset", "sample-localisation", "--first", "2",
+            "--methods", "baseline_centre", "baseline_random", "--protocols", "complexity-v1", "--user", "alice"]
+    call_command(*args)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "100%" in err          # 2 images × 2 methods, tqdm's counter
+    call_command(*args, "--quiet")
+    assert "4/4" not in capsys.readouterr().err
