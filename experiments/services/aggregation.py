@@ -10,6 +10,7 @@ from explain.core.engine import library_versions
 
 from ..core import metrics
 from ..core.protocols import Protocol, protocol_from_dict
+from ..core.rankings import rankings
 from ..models import Experiment, Record
 
 
@@ -62,4 +63,18 @@ def experiment_aggregate(*, experiment: Experiment) -> dict:
         out["protocols"].append({"name": protocol.name, "metric": protocol.metric, "description": protocol.description,
                                  "params": protocol.params(), "columns": columns, "rows": rows, "best": best,
                                  "plots": metrics.get_family(protocol.metric).plots(protocol)})
+    out["rankings"] = _rankings(out["protocols"])
     return out
+
+
+def _rankings(blocks: list[dict]) -> dict:
+    """Ranks of the run's methods across every column of every protocol (see core.rankings)."""
+    table: dict[str, dict] = {}
+    better: dict[str, str] = {}
+    for block in blocks:
+        for col in block["columns"]:
+            key = f"{block['name']}:{col['key']}"
+            better[key] = col["better"]
+            for row in block["rows"]:
+                table.setdefault(row["label"], {})[key] = row["values"].get(col["key"])
+    return rankings(table, better) if better else {"metrics": [], "ranks": {}, "aggregate": [], "agreement": {}}

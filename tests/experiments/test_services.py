@@ -181,3 +181,10 @@ def test_the_command_line_shows_progress_unless_quiet(alice, lite0, capsys):
     assert "4/4" in err and "100%" in err          # 2 images × 2 methods, tqdm's counter
     call_command(*args, "--quiet")
     assert "4/4" not in capsys.readouterr().err
+    run = Experiment.objects.filter(owner=alice).order_by("-pk").first()
+    ranking = run.results["rankings"]
+    assert ranking["metrics"] == ["complexity-v1:gini", "complexity-v1:entropy"]
+    assert sorted(r["method"] for r in ranking["aggregate"]) == ["Centre map (baseline)", "Random map (baseline)"]
+    # the centre map is a smooth blob: sparser (higher Gini) and simpler (lower entropy) than noise
+    assert ranking["ranks"]["complexity-v1:gini"]["Centre map (baseline)"] == 1
+    assert ranking["ranks"]["complexity-v1:entropy"]["Centre map (baseline)"] == 1

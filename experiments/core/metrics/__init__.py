@@ -24,6 +24,9 @@ from .perturbation import PerturbationRecord, aggregate_perturbation, perturbati
 from .pointing import PointingRecord, aggregate_pointing, pointing_pairs, pointing_record
 from .sanity import SanityRecord, aggregate_sanity, randomizable_layers, sanity_records
 from .base import Cost, ImageContext, MetricFamily
+from .complexity import ComplexityRecord
+from .faithfulness import FaithfulnessRecord
+from .random_logit import RandomLogitRecord
 from .registry import family_keys, family_of, get_family, register_metric
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
 
@@ -34,6 +37,9 @@ RECORD_TYPES = {
     "pointing": PointingRecord,
     "segmentation": SegmentationRecord,
     "sanity": SanityRecord,
+    "complexity": ComplexityRecord,
+    "random-logit": RandomLogitRecord,
+    "faithfulness-correlation": FaithfulnessRecord,
 }
 
 
