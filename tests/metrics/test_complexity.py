@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.core.metrics.complexity import aggregate_complexity, complexity_record, entropy, gini
+from experiments.core.metrics.complexity import (
+    aggregate_complexity,
+    complexity_record,
+    entropy,
+    gini,
+)
 
 from .conftest import gradient_explainer, tiny_cnn
 

@@ -11,9 +11,20 @@ import json
 
 import pytest
 
-from experiments.core.metrics import ImageContext, MetricFamily, family_keys, get_family, register_metric
+from experiments.core.metrics import (
+    ImageContext,
+    MetricFamily,
+    family_keys,
+    get_family,
+    register_metric,
+)
 from experiments.core.metrics.base import NEEDS
-from experiments.core.protocols import Preprocessing, copy_protocol, get_protocol, protocol_names
+from experiments.core.protocols import (
+    Preprocessing,
+    copy_protocol,
+    get_protocol,
+    protocol_names,
+)
 
 from .conftest import MEAN, STD, gradient_explainer, synthetic_sample
 

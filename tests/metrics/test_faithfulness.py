@@ -14,7 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from experiments.core.metrics.faithfulness import faithfulness_correlation, pearson, random_subsets
+from experiments.core.metrics.faithfulness import (
+    faithfulness_correlation,
+    pearson,
+    random_subsets,
+)
 
 from .conftest import gradient_explainer, tiny_cnn
 
