@@ -83,21 +83,29 @@ def records_of(*, experiment: Experiment, image_index: int | None = None, method
     return qs.order_by("image_index", "method_slot", "protocol", "class_id", "variant")
 
 
-def record_score(record: Record) -> float | None:
-    """One headline number per record for the drill-down list (protocol-dependent)."""
-    d = record.data or {}
+def record_score(record: Record, metric: str | None = None) -> float | None:
+    """One headline number per record for the drill-down list, as the protocol's metric family defines it.
+
+    ``metric`` (the protocol's ``metric``) saves looking it up; otherwise it comes from the
+    built-in protocol of that name, or from the run's stored protocols (user copies).
+    """
+    from .core.metrics import get_family
+    from .core.protocols import get_protocol
+
     if not record.ok:
         return None
-    if "insertion_auc" in d:
-        return d["insertion_auc"] - d["deletion_auc"]
-    if "score" in d and "point" in d:
-        return 100 * d["score"]
-    if "correct" in d and d.get("labeled"):
-        return 100 * d["correct"] / d["labeled"]
-    if "positive" in d and "negative" in d:
-        label = d["label"]
-        return 100 * (sum(p == label for p in d["negative"]) - sum(p == label for p in d["positive"])) / len(d["negative"])
-    return None
+    if metric is None:
+        try:
+            metric = get_protocol(record.protocol).metric
+        except ValueError:
+            stored = [p for p in (record.experiment.protocols or []) if p.get("name") == record.protocol]
+            if not stored:
+                return None
+            metric = stored[0].get("metric")
+    try:
+        return get_family(metric).record_score(record.data or {})
+    except (KeyError, TypeError, ZeroDivisionError):   # a record from an older version of the family
+        return None
 
 
 # ---------------------------------------------------------------------------------------------

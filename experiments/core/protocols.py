@@ -29,6 +29,9 @@ __all__ = [
     "PointingProtocol",
     "SegmentationProtocol",
     "SanityProtocol",
+    "ComplexityProtocol",
+    "RandomLogitProtocol",
+    "FaithfulnessCorrelationProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -264,12 +267,74 @@ class SanityProtocol(Protocol):
             raise ValueError(f"only reinit='reset_parameters' is implemented, not {self.reinit!r}")
 
 
+@dataclass(frozen=True)
+class ComplexityProtocol(Protocol):
+    """Sparseness and complexity of the map alone (no model passes).
+
+    Gini index of ``|map|`` (Chalasani et al., ICML 2020) and the entropy of its fractional
+    contributions (Bhatt et al., IJCAI 2020); see :mod:`experiments.core.metrics.complexity`.
+    """
+
+    metric: ClassVar[str] = "complexity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
+@dataclass(frozen=True)
+class RandomLogitProtocol(Protocol):
+    """Random-logit test (Sixt et al., ICML 2020): the map of a random other class should differ.
+
+    The other class is drawn uniformly from the model's classes except the explained one, by
+    a generator seeded with the run's seed and the image index; the two maps are compared by
+    Spearman rank correlation and SSIM; see :mod:`experiments.core.metrics.random_logit`.
+    """
+
+    metric: ClassVar[str] = "random-logit"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    ssim_sigma: float = 1.5
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+        if not self.ssim_sigma > 0:
+            raise ValueError(f"ssim_sigma must be positive, not {self.ssim_sigma!r}")
+
+
+@dataclass(frozen=True)
+class FaithfulnessCorrelationProtocol(Protocol):
+    """Faithfulness correlation (Bhatt et al., IJCAI 2020): ``runs`` random subsets of ``subset``
+    pixels set to ``fill`` in pixel space; Pearson correlation of the subsets' saliency sums
+    with the drops of the explained class's logit. See :mod:`experiments.core.metrics.faithfulness`.
+    """
+
+    metric: ClassVar[str] = "faithfulness-correlation"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    runs: int = 100
+    subset: int = 224
+    fill: float = 0.0
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.runs, int) or self.runs < 2:
+            raise ValueError(f"runs must be an integer of at least 2, not {self.runs!r}")
+        if not isinstance(self.subset, int) or not 1 <= self.subset < self.preprocessing.size ** 2:
+            raise ValueError(f"subset must be a number of pixels between 1 and the image's, not {self.subset!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
-    for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol)
+    for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
+                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol)
 }
 _lock = threading.RLock()
 
@@ -439,4 +504,28 @@ def _adebayo_v1() -> Protocol:
     return SanityProtocol(
         name="adebayo-v1",
         description="Sanity checks (Adebayo et al. 2018): cascading and independent randomisation; Spearman (|map|, signed), SSIM, HOG Spearman.",
+    )
+
+
+@register_protocol("complexity-v1")
+def _complexity_v1() -> Protocol:
+    return ComplexityProtocol(
+        name="complexity-v1",
+        description="Sparseness (Gini index of |map|, Chalasani et al. 2020) and complexity (entropy of |map|'s fractional contributions, Bhatt et al. 2020) of the predicted class's map at 224×224; no model passes.",
+    )
+
+
+@register_protocol("random-logit-v1")
+def _random_logit_v1() -> Protocol:
+    return RandomLogitProtocol(
+        name="random-logit-v1",
+        description="Random-logit test (Sixt et al. 2020): the predicted class's map against the map of a random other class at 224×224; Spearman and SSIM (lower: the map depends on the class).",
+    )
+
+
+@register_protocol("bhatt-faithfulness-v1")
+def _bhatt_faithfulness_v1() -> Protocol:
+    return FaithfulnessCorrelationProtocol(
+        name="bhatt-faithfulness-v1",
+        description="Faithfulness correlation (Bhatt et al. 2020): 100 random subsets of 224 pixels set to black at 224×224; Pearson correlation of saliency sums with logit drops.",
     )

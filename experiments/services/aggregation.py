@@ -9,15 +9,8 @@ from django.utils import timezone
 from explain.core.engine import library_versions
 
 from ..core import metrics
-from ..core.protocols import (
-    InsertionDeletionProtocol,
-    PerturbationProtocol,
-    PointingProtocol,
-    Protocol,
-    SanityProtocol,
-    SegmentationProtocol,
-    protocol_from_dict,
-)
+from ..core.protocols import Protocol, protocol_from_dict
+from ..core.rankings import rankings
 from ..models import Experiment, Record
 
 
@@ -34,66 +27,12 @@ def run_manifest(exp: Experiment) -> dict:
 
 def _columns(protocol: Protocol) -> list[dict]:
     """The table's columns for a protocol: key, label and which direction is better."""
-    if isinstance(protocol, InsertionDeletionProtocol):
-        return [{"key": "insertion", "label": "Insertion AUC", "better": "higher"},
-                {"key": "deletion", "label": "Deletion AUC", "better": "lower"},
-                {"key": "overall", "label": "Overall", "better": "higher"}]
-    if isinstance(protocol, PerturbationProtocol):
-        cols = []
-        for mode in protocol.explain:
-            cols += [{"key": f"{mode}.positive", "label": f"Positive AUC ({mode})", "better": "lower"},
-                     {"key": f"{mode}.negative", "label": f"Negative AUC ({mode})", "better": "higher"},
-                     {"key": f"{mode}.overall", "label": f"Overall ({mode})", "better": "higher"}]
-        return cols
-    if isinstance(protocol, PointingProtocol):
-        return [{"key": "all", "label": "Pointing (all)", "better": "higher"},
-                {"key": "difficult", "label": "Pointing (difficult)", "better": "higher"}]
-    if isinstance(protocol, SegmentationProtocol):
-        return [{"key": "pixel_accuracy", "label": "Pixel accuracy", "better": "higher"},
-                {"key": "miou", "label": "mIoU", "better": "higher"},
-                {"key": "map", "label": "mAP", "better": "higher"},
-                {"key": "iou_foreground", "label": "IoU foreground", "better": "higher"},
-                {"key": "iou_background", "label": "IoU background", "better": "higher"}]
-    if isinstance(protocol, SanityProtocol):
-        cols = []
-        for mode in protocol.modes:
-            cols += [{"key": f"{mode}.spearman_abs", "label": f"Spearman |map| ({mode})", "better": "lower"},
-                     {"key": f"{mode}.ssim", "label": f"SSIM ({mode})", "better": "lower"},
-                     {"key": f"{mode}.hog", "label": f"HOG ({mode})", "better": "lower"}]
-        return cols
-    return []
+    return metrics.get_family(protocol.metric).columns(protocol)
 
 
 def _summarise(protocol: Protocol, records: list[dict], class_names) -> tuple[dict, dict]:
     """``(metrics for the table, extras for the plots)`` of one method's records."""
-    if isinstance(protocol, InsertionDeletionProtocol):
-        agg = metrics.aggregate_causal(records, protocol)
-        return ({k: agg[k] for k in ("insertion", "deletion", "overall")},
-                {"insertion_curve": agg["insertion_curve"], "deletion_curve": agg["deletion_curve"],
-                 "groups": agg["groups"]})
-    if isinstance(protocol, PerturbationProtocol):
-        agg = metrics.aggregate_perturbation(records, protocol)
-        values = {f"{mode}.{k}": agg.get(mode, {}).get(k) for mode in protocol.explain
-                  for k in ("positive", "negative", "overall")}
-        return values, {"modes": agg}
-    if isinstance(protocol, PointingProtocol):
-        agg = metrics.aggregate_pointing(records, class_names)
-        return ({"all": agg["all"]["score"], "difficult": agg["difficult"]["score"]},
-                {"n_all": agg["all"]["n"], "n_difficult": agg["difficult"]["n"], "per_class": agg["all"]["per_class"]})
-    if isinstance(protocol, SegmentationProtocol):
-        agg = metrics.aggregate_segmentation(records)
-        return {k: agg[k] for k in ("pixel_accuracy", "miou", "map", "iou_foreground", "iou_background")}, {}
-    if isinstance(protocol, SanityProtocol):
-        steps = [step for r in records for step in r.get("steps", [])]
-        agg = metrics.aggregate_sanity(steps)
-        values = {}
-        for mode in protocol.modes:
-            rows = agg.get(mode, [])
-            for key in ("spearman_abs", "ssim", "hog"):
-                means = [row[key]["mean"] for row in rows if row[key]["mean"] is not None]
-                values[f"{mode}.{key}"] = float(np.mean(means)) if means else None
-        return values, {"steps": agg}
-    return {}, {}
+    return metrics.get_family(protocol.metric).summarise(protocol, records, class_names)
 
 
 def experiment_aggregate(*, experiment: Experiment) -> dict:
@@ -122,5 +61,20 @@ def experiment_aggregate(*, experiment: Experiment) -> dict:
             if vals:
                 best[col["key"]] = max(vals) if col["better"] == "higher" else min(vals)
         out["protocols"].append({"name": protocol.name, "metric": protocol.metric, "description": protocol.description,
-                                 "params": protocol.params(), "columns": columns, "rows": rows, "best": best})
+                                 "params": protocol.params(), "columns": columns, "rows": rows, "best": best,
+                                 "plots": metrics.get_family(protocol.metric).plots(protocol)})
+    out["rankings"] = _rankings(out["protocols"])
     return out
+
+
+def _rankings(blocks: list[dict]) -> dict:
+    """Ranks of the run's methods across every column of every protocol (see core.rankings)."""
+    table: dict[str, dict] = {}
+    better: dict[str, str] = {}
+    for block in blocks:
+        for col in block["columns"]:
+            key = f"{block['name']}:{col['key']}"
+            better[key] = col["better"]
+            for row in block["rows"]:
+                table.setdefault(row["label"], {})[key] = row["values"].get(col["key"])
+    return rankings(table, better) if better else {"metrics": [], "ranks": {}, "aggregate": [], "agreement": {}}

@@ -8,14 +8,8 @@ import numpy as np
 
 from explain.models import ClassifierModel
 
-from ..core.protocols import (
-    InsertionDeletionProtocol,
-    PerturbationProtocol,
-    PointingProtocol,
-    Protocol,
-    SanityProtocol,
-    protocol_from_dict,
-)
+from ..core import metrics
+from ..core.protocols import Protocol, protocol_from_dict
 from ..models import Record
 
 
@@ -35,17 +29,8 @@ def _prior_seconds(entry: Mapping[str, Any], protocol: Protocol, model: Classifi
         map_cost = FORWARD_PRIOR_SECONDS
     else:
         map_cost = METHOD_PRIOR_SECONDS.get(entry["key"], 1.0) * (ENHANCE_FACTOR if entry.get("enhance") else 1)
-    if isinstance(protocol, InsertionDeletionProtocol):
-        size = protocol.preprocessing.size
-        return map_cost + 2 * (math.ceil(size * size / protocol.step) + 1) * FORWARD_PRIOR_SECONDS
-    if isinstance(protocol, PerturbationProtocol):
-        return len(protocol.explain) * (map_cost + (2 * len(protocol.fractions) - 1) * FORWARD_PRIOR_SECONDS)
-    if isinstance(protocol, SanityProtocol):
-        layers = max(1, len(model.layers) // 3)
-        return map_cost * (1 + layers * len(protocol.modes))
-    if isinstance(protocol, PointingProtocol):
-        return 1.5 * map_cost   # about one and a half classes per image on VOC/COCO
-    return map_cost
+    cost = metrics.get_family(protocol.metric).cost(protocol, model_layers=len(model.layers or []))
+    return cost.explainer_runs * map_cost + cost.model_passes * FORWARD_PRIOR_SECONDS
 
 
 def _measured_seconds(model: ClassifierModel, entry: Mapping[str, Any], protocol_name: str) -> tuple[float, int] | None:
@@ -77,6 +62,10 @@ def experiment_estimate(*, model: ClassifierModel, methods: Sequence[Mapping[str
                 source = f"measured on {n} images"
             else:
                 seconds, source = _prior_seconds(entry, protocol, model), "prior (not measured here yet)"
-            basis[f"{entry['slot']}|{protocol.name}"] = {"seconds_per_image": seconds, "source": source}
+            cost = metrics.get_family(protocol.metric).cost(protocol, model_layers=len(model.layers or []))
+            basis[f"{entry['slot']}|{protocol.name}"] = {
+                "seconds_per_image": seconds, "source": source,
+                # what one image costs besides its map, whatever the seconds came from
+                "explainer_runs_per_image": cost.explainer_runs, "model_passes_per_image": cost.model_passes}
             per_image += seconds
     return per_image * num_images, basis

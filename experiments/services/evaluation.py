@@ -1,10 +1,12 @@
 """Evaluating one (image, method) unit: its maps, computed once and shared, and a record per protocol."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -13,17 +15,8 @@ import torch.nn.functional as F
 from explain.core.engine import explain
 
 from ..core import metrics
-from ..core.imageops import preprocess_mask, preprocess_pixels
-from ..core.protocols import (
-    InsertionDeletionProtocol,
-    PerturbationProtocol,
-    PointingProtocol,
-    Preprocessing,
-    Protocol,
-    SanityProtocol,
-    SegmentationProtocol,
-    protocol_from_dict,
-)
+from ..core.imageops import preprocess_pixels
+from ..core.protocols import Preprocessing, Protocol, protocol_from_dict
 from ..models import Experiment, Record
 from .methods import baseline_map
 
@@ -43,6 +36,23 @@ def _thumb(saliency) -> bytes:
 def _error_text(error: BaseException) -> str:
     text = str(error) or type(error).__name__
     return text if isinstance(error, ValueError) else f"{type(error).__name__}: {text}"
+
+
+_listeners = threading.local()
+
+
+@contextlib.contextmanager
+def units_observed(callback: Callable[[int, Mapping[str, Any]], None]) -> Iterator[None]:
+    """Within the block, ``callback(image_index, method)`` after every unit this thread evaluates
+    (the command line's progress bar)."""
+    stack = getattr(_listeners, "stack", None)
+    if stack is None:
+        stack = _listeners.stack = []
+    stack.append(callback)
+    try:
+        yield
+    finally:
+        stack.remove(callback)
 
 
 class Evaluator:
@@ -142,64 +152,33 @@ class Evaluator:
             seconds = (time.perf_counter() - started) / len(produced)
             for row in produced:
                 rows.append({"protocol": protocol.name, "seconds": seconds, **row})
+        for callback in list(getattr(_listeners, "stack", ())):
+            callback(index, method)
         return rows
 
-    def _label(self, sample) -> int:
-        label = sample.label
-        if label is None:
-            raise ValueError(f"image {sample.key} has no ground-truth label")
-        if not 0 <= label < self.classifier.num_classes:
-            raise ValueError(f"label {label} of image {sample.key} is outside the model's {self.classifier.num_classes} classes")
-        return label
-
     def _protocol_rows(self, protocol: Protocol, index: int, sample, image, method, cache) -> list[dict]:
-        clf = self.classifier
-        if isinstance(protocol, InsertionDeletionProtocol):
-            target = self._label(sample) if protocol.explain == "target" else None
-            [(sal, cls)] = self._maps(cache, image, protocol.preprocessing, method, [target], index)
-            pixels, _ = cache[protocol.preprocessing]["inputs"]
-            rec = metrics.causal_record(clf.module, pixels, sal, cls, protocol=protocol, mean=clf.mean, std=clf.std)
-            return [{"class_id": cls, "variant": "", "ok": True, "data": rec.to_dict(), "error": "", "thumb": _thumb(sal)}]
-        if isinstance(protocol, PerturbationProtocol):
-            label = self._label(sample)
-            out = []
-            for mode in protocol.explain:
-                [(sal, cls)] = self._maps(cache, image, protocol.preprocessing, method,
-                                          [label if mode == "target" else None], index)
-                pixels, _ = cache[protocol.preprocessing]["inputs"]
-                rec = metrics.perturbation_record(clf.module, pixels, sal, label=label, explained=cls, mode=mode,
-                                                  protocol=protocol, mean=clf.mean, std=clf.std)
-                out.append({"class_id": cls, "variant": mode, "ok": True, "data": rec.to_dict(), "error": "",
-                            "thumb": _thumb(sal)})
-            return out
-        if isinstance(protocol, PointingProtocol):
-            pairs = list(metrics.pointing_pairs(sample, protocol))
-            if not pairs:
-                raise ValueError(f"image {sample.key} has no (non-difficult) object to point at")
-            for class_id, _, _ in pairs:
-                if not 0 <= class_id < clf.num_classes:
-                    raise ValueError(f"class {class_id} of image {sample.key} is outside the model's {clf.num_classes} classes")
-            # The protocol's geometry (TorchRay: shorter side 224, nothing cropped) keeps the whole
-            # image in the map, which pointing_record resizes back to the original size.
-            maps = self._maps(cache, image, protocol.preprocessing, method, [c for c, _, _ in pairs], index)
-            out = []
-            for (class_id, mask, difficult), (sal, _) in zip(pairs, maps):
-                rec = metrics.pointing_record(sal, mask, class_id=class_id, protocol=protocol, difficult=difficult)
-                out.append({"class_id": class_id, "variant": "", "ok": True, "data": rec.to_dict(), "error": "",
-                            "thumb": _thumb(sal)})
-            return out
-        if isinstance(protocol, SegmentationProtocol):
-            target = self._label(sample) if protocol.explain == "target" else None
-            [(sal, cls)] = self._maps(cache, image, protocol.preprocessing, method, [target], index)
-            mask = preprocess_mask(sample.foreground_mask(), protocol.preprocessing)
-            rec = metrics.segmentation_record(sal, mask)
-            return [{"class_id": cls, "variant": "", "ok": True, "data": rec.to_dict(), "error": "", "thumb": _thumb(sal)}]
-        if isinstance(protocol, SanityProtocol):
-            target = self._label(sample) if protocol.explain == "target" else None
-            [(sal, cls)] = self._maps(cache, image, protocol.preprocessing, method, [target], index)
-            _, x = cache[protocol.preprocessing]["inputs"]
-            _, recs, _ = metrics.sanity_records(clf.module, x, torch.tensor([cls]), self._explainer(method, index),
-                                                protocol=protocol, seed=self.experiment.seed)
-            return [{"class_id": cls, "variant": "", "ok": True, "data": {"steps": [r.to_dict() for r in recs]},
-                     "error": "", "thumb": _thumb(sal)}]
-        raise ValueError(f"no runner for protocol {protocol.name} ({protocol.metric})")
+        ctx = _RunContext(self, index=index, sample=sample, image=image, method=method, cache=cache)
+        rows = metrics.get_family(protocol.metric).run(protocol, ctx)
+        return [{"class_id": row["class_id"], "variant": row["variant"], "ok": True, "data": row["data"], "error": "",
+                 "thumb": _thumb(row["saliency"])} for row in rows]
+
+
+class _RunContext(metrics.ImageContext):
+    """One image of a run: the run's classifier, its map cache (baselines, enhancement) and seed."""
+
+    def __init__(self, evaluator: Evaluator, *, index: int, sample, image, method, cache: dict):
+        clf = evaluator.classifier
+        super().__init__(model=clf.module, mean=clf.mean, std=clf.std, sample=sample, image=image,
+                         num_classes=clf.num_classes, seed=evaluator.experiment.seed, index=index)
+        self.evaluator, self.method, self.cache = evaluator, method, cache
+
+    def inputs(self, prep: Preprocessing):
+        if prep not in self.cache:
+            self.evaluator._maps(self.cache, self.image, prep, self.method, [], self.index)
+        return self.cache[prep]["inputs"]
+
+    def maps(self, prep: Preprocessing, targets):
+        return self.evaluator._maps(self.cache, self.image, prep, self.method, list(targets), self.index)
+
+    def explainer(self):
+        return self.evaluator._explainer(self.method, self.index)

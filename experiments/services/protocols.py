@@ -7,15 +7,8 @@ from explain.models import ClassifierModel
 from saliency_site.errors import InputError
 
 from ..core import datasets as ds
-from ..core.protocols import (
-    PerturbationProtocol,
-    PointingProtocol,
-    Protocol,
-    SegmentationProtocol,
-    copy_protocol,
-    get_protocol,
-    protocol_from_dict,
-)
+from ..core import metrics
+from ..core.protocols import Protocol, copy_protocol, get_protocol, protocol_from_dict
 from .datasets import DatasetKind
 
 
@@ -40,19 +33,18 @@ def check_protocol_fits(protocol: Protocol, kind: DatasetKind, dataset: ds.Datas
             f"cropped), so the model gets non-square inputs, but {model.name} is a ViT, which takes square "
             f"{side}×{side} inputs only; choose a CNN, or a copy of the protocol with square preprocessing "
             f"(params {{\"preprocessing\": {{\"resize\": \"square\", \"size\": {side}}}}})")
+    needs = metrics.get_family(protocol.metric).needs(protocol)
     same_classes = dataset.num_classes == model.num_classes
-    if isinstance(protocol, PointingProtocol):
+    if "objects" in needs:
         if not kind.objects:
             raise InputError(f"{protocol.name} needs boxes or masks per class; {kind.label} has none")
         if not same_classes:
             raise InputError(f"{protocol.name} explains the ground-truth classes of {kind.label} "
                              f"({dataset.num_classes} classes) but {model.name} has {model.num_classes}; "
                              "use a model fine-tuned on this data set's classes")
-    if isinstance(protocol, SegmentationProtocol) and not kind.foreground:
+    if "foreground" in needs and not kind.foreground:
         raise InputError(f"{protocol.name} needs foreground masks; {kind.label} has none")
-    needs_label = (isinstance(protocol, PerturbationProtocol)
-                   or getattr(protocol, "explain", None) == "target")
-    if needs_label:
+    if "labels" in needs:
         if not kind.labels:
             raise InputError(f"{protocol.name} measures against ground-truth labels; {kind.label} has none")
         if not same_classes:

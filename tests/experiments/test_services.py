@@ -169,3 +169,22 @@ def test_the_command_line_runs_the_same_services(alice, lite0, capsys):
     run = Experiment.objects.get(owner=alice)
     assert run.status == Experiment.Status.DONE and run.num_images == 2
     assert "torchray-pointing-v1" in out and "Centre map (baseline)" in out and "Random map (baseline)" in out
+
+
+def test_the_command_line_shows_progress_unless_quiet(alice, lite0, capsys):
+    from django.core.management import call_command
+
+    args = ["run_experiment", "--model", "efficientnet_lite0", "--dataset", "sample-localisation", "--first", "2",
+            "--methods", "baseline_centre", "baseline_random", "--protocols", "complexity-v1", "--user", "alice"]
+    call_command(*args)
+    err = capsys.readouterr().err
+    assert "4/4" in err and "100%" in err          # 2 images × 2 methods, tqdm's counter
+    call_command(*args, "--quiet")
+    assert "4/4" not in capsys.readouterr().err
+    run = Experiment.objects.filter(owner=alice).order_by("-pk").first()
+    ranking = run.results["rankings"]
+    assert ranking["metrics"] == ["complexity-v1:gini", "complexity-v1:entropy"]
+    assert sorted(r["method"] for r in ranking["aggregate"]) == ["Centre map (baseline)", "Random map (baseline)"]
+    # the centre map is a smooth blob: sparser (higher Gini) and simpler (lower entropy) than noise
+    assert ranking["ranks"]["complexity-v1:gini"]["Centre map (baseline)"] == 1
+    assert ranking["ranks"]["complexity-v1:entropy"]["Centre map (baseline)"] == 1

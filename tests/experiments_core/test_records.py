@@ -11,12 +11,17 @@ from experiments.core.metrics import (
     SegmentationRecord,
 )
 
+from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord  # noqa: E402
+
 RECORDS = [
     CausalRecord(3, 4, 0.5, 40.0, 10.0, (0.1, 0.5, 0.9), (0.9, 0.2, 0.1)),
     PerturbationRecord(1, 2, "target", (0.0, 0.5), (1, 3), (1, 1)),
     PointingRecord(7, 0.42, (10, 20), True),
     SegmentationRecord(10, 16, (5, 4), (8, 9), 0.75),
     SanityRecord(0, "independent", 2, "fc", 0.1, float("nan"), 0.3, -0.2),
+    ComplexityRecord(3, 0.25, 1.5),
+    RandomLogitRecord(3, 1, 0.2, 0.4),
+    FaithfulnessRecord(3, 0.3),
 ]
 
 

@@ -1,8 +1,20 @@
-"""Per-image metric functions and their aggregators, one module per metric family.
+"""Metric families, one module each, every family one :class:`~.base.MetricFamily` class.
 
-Each family has a function that scores one (image, method, class) and returns a frozen
-record with ``to_dict``/``from_dict`` (so runs store records and resume), and an
-``aggregate_*`` function that turns records into the table the protocol defines.
+Each module has a function that scores one (image, method, class) and returns a frozen
+record with ``to_dict``/``from_dict`` (so runs store records and resume), an ``aggregate_*``
+function that turns records into the table the protocol defines, and the family class,
+registered with ``@register_metric(key)``, that declares what the rest of the project needs
+(data, cost, columns, runner, summary, headline score, plots). ``get_family(protocol.metric)``
+finds it; a new family is one new module.
+
+A protocol on a model and a data set, without Django::
+
+    from experiments.core.metrics import ImageContext, get_family
+    family = get_family(protocol.metric)
+    for sample in dataset:
+        ctx = ImageContext(model=module, mean=mean, std=std, sample=sample, image=sample.load_image(),
+                           explainer=lambda m, x, t: my_maps(m, x, t), num_classes=1000)
+        rows = family.run(protocol, ctx)       # [{"class_id", "variant", "data", "saliency"}, ...]
 """
 from typing import Any, Iterable, Sequence
 
@@ -11,6 +23,11 @@ from .causal import CausalRecord, aggregate_causal, auc, causal_curves, causal_r
 from .perturbation import PerturbationRecord, aggregate_perturbation, perturbation_record
 from .pointing import PointingRecord, aggregate_pointing, pointing_pairs, pointing_record
 from .sanity import SanityRecord, aggregate_sanity, randomizable_layers, sanity_records
+from .base import Cost, ImageContext, MetricFamily
+from .complexity import ComplexityRecord
+from .faithfulness import FaithfulnessRecord
+from .random_logit import RandomLogitRecord
+from .registry import family_keys, family_of, get_family, register_metric
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
 
 #: The record type each metric family stores (``Protocol.metric`` → class with ``from_dict``).
@@ -20,27 +37,25 @@ RECORD_TYPES = {
     "pointing": PointingRecord,
     "segmentation": SegmentationRecord,
     "sanity": SanityRecord,
+    "complexity": ComplexityRecord,
+    "random-logit": RandomLogitRecord,
+    "faithfulness-correlation": FaithfulnessRecord,
 }
 
 
 def aggregate(protocol: Protocol, records: Iterable[Any], *, class_names: Sequence[str] | None = None) -> dict[str, Any]:
     """The aggregate table of ``records`` (objects or stored dicts) under ``protocol``'s metric."""
-    records = list(records)
-    metric = protocol.metric
-    if metric == "insertion-deletion":
-        return aggregate_causal(records, protocol)
-    if metric == "perturbation":
-        return aggregate_perturbation(records, protocol)
-    if metric == "pointing":
-        return aggregate_pointing(records, class_names)
-    if metric == "segmentation":
-        return aggregate_segmentation(records)
-    if metric == "sanity":
-        return aggregate_sanity(records)
-    raise ValueError(f"no aggregator for metric {metric!r}; known: {sorted(RECORD_TYPES)}")
+    return get_family(protocol.metric).aggregate(protocol, list(records), class_names=class_names)
+
+
+def run_protocol(protocol: Protocol, ctx: ImageContext) -> list[dict[str, Any]]:
+    """The records of one image under ``protocol``: ``[{"class_id", "variant", "data", "saliency"}, …]``."""
+    return get_family(protocol.metric).run(protocol, ctx)
+
 
 __all__ = [
-    "RECORD_TYPES", "aggregate",
+    "RECORD_TYPES", "aggregate", "run_protocol",
+    "Cost", "ImageContext", "MetricFamily", "family_keys", "family_of", "get_family", "register_metric",
     "CausalRecord", "aggregate_causal", "auc", "causal_curves", "causal_record", "probability_group",
     "PerturbationRecord", "aggregate_perturbation", "perturbation_record",
     "PointingRecord", "aggregate_pointing", "pointing_pairs", "pointing_record",

@@ -31,6 +31,8 @@ import torch
 
 from ..imageops import image_and_map, gaussian_blur, normalize
 from ..protocols import InsertionDeletionProtocol, Substrate
+from .base import Cost, MetricFamily
+from .registry import register_metric
 
 __all__ = [
     "CausalRecord",
@@ -270,3 +272,49 @@ def aggregate_causal(
         buckets[probability_group(r.clean_top1_prob, edges)].append(r)
     out["groups"] = [{"label": label, **summary(bucket)} for label, bucket in zip(labels, buckets)]
     return out
+
+
+@register_metric("insertion-deletion")
+class CausalFamily(MetricFamily):
+    """Insertion and deletion (Petsiuk et al., BMVC 2018): :func:`causal_record` per image."""
+
+    label = "Insertion / deletion"
+    protocol_class = InsertionDeletionProtocol
+
+    def cost(self, protocol, *, model_layers=0):
+        size = protocol.preprocessing.size
+        return Cost(explainer_runs=1, model_passes=2 * (math.ceil(size * size / protocol.step) + 1))
+
+    def columns(self, protocol):
+        return [{"key": "insertion", "label": "Insertion AUC", "better": "higher"},
+                {"key": "deletion", "label": "Deletion AUC", "better": "lower"},
+                {"key": "overall", "label": "Overall", "better": "higher"}]
+
+    def plots(self, protocol):
+        return [
+            {"kind": "line", "title": "Mean insertion curve", "x_label": "fraction of pixels inserted",
+             "y_label": "probability", "y_min": 0, "y_max": 1, "series": [{"y": "insertion_curve"}]},
+            {"kind": "line", "title": "Mean deletion curve", "x_label": "fraction of pixels deleted",
+             "y_label": "probability", "y_min": 0, "y_max": 1, "series": [{"y": "deletion_curve"}]},
+            {"kind": "bars", "title": "Overall (insertion − deletion) by clean top-1 confidence",
+             "y_label": "overall ×100", "groups": "groups.*.label", "values": "groups.*.overall"},
+        ]
+
+    def run(self, protocol, ctx):
+        target = ctx.label() if protocol.explain == "target" else None
+        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        pixels = ctx.pixels(protocol.preprocessing)
+        rec = causal_record(ctx.model, pixels, sal, cls, protocol=protocol, mean=ctx.mean, std=ctx.std)
+        return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]
+
+    def aggregate(self, protocol, records, *, class_names=None):
+        return aggregate_causal(list(records), protocol)
+
+    def summarise(self, protocol, records, class_names=None):
+        agg = aggregate_causal(records, protocol)
+        return ({k: agg[k] for k in ("insertion", "deletion", "overall")},
+                {"insertion_curve": agg["insertion_curve"], "deletion_curve": agg["deletion_curve"],
+                 "groups": agg["groups"]})
+
+    def record_score(self, data):
+        return data["insertion_auc"] - data["deletion_auc"]

@@ -26,7 +26,9 @@ import torch
 
 from ..imageops import image_and_map, normalize
 from ..protocols import PerturbationProtocol
+from .base import Cost, MetricFamily
 from .causal import model_device, pixel_order
+from .registry import register_metric
 
 __all__ = ["PerturbationRecord", "removed_counts", "perturbation_record", "aggregate_perturbation"]
 
@@ -185,3 +187,57 @@ def aggregate_perturbation(
             "overall": negative - positive,
         }
     return out
+
+
+@register_metric("perturbation")
+class PerturbationFamily(MetricFamily):
+    """Positive and negative perturbation (Chefer et al., CVPR 2021): :func:`perturbation_record`."""
+
+    label = "Positive / negative perturbation"
+    protocol_class = PerturbationProtocol
+
+    def needs(self, protocol):
+        return {"labels"}
+
+    def cost(self, protocol, *, model_layers=0):
+        modes = len(protocol.explain)
+        return Cost(explainer_runs=modes, model_passes=modes * (2 * len(protocol.fractions) - 1))
+
+    def columns(self, protocol):
+        cols = []
+        for mode in protocol.explain:
+            cols += [{"key": f"{mode}.positive", "label": f"Positive AUC ({mode})", "better": "lower"},
+                     {"key": f"{mode}.negative", "label": f"Negative AUC ({mode})", "better": "higher"},
+                     {"key": f"{mode}.overall", "label": f"Overall ({mode})", "better": "higher"}]
+        return cols
+
+    def plots(self, protocol):
+        return [{"kind": "line", "title": f"Accuracy vs fraction removed ({mode} class)", "x_label": "fraction removed",
+                 "y_label": "top-1 accuracy", "y_min": 0, "y_max": 1,
+                 "series": [{"x": f"modes.{mode}.fractions", "y": f"modes.{mode}.positive_accuracy", "suffix": " (positive)", "dashed": False},
+                            {"x": f"modes.{mode}.fractions", "y": f"modes.{mode}.negative_accuracy", "suffix": " (negative)", "dashed": True}]}
+                for mode in ("predicted", "target")]
+
+    def run(self, protocol, ctx):
+        label = ctx.label()
+        out = []
+        for mode in protocol.explain:
+            [(sal, cls)] = ctx.maps(protocol.preprocessing, [label if mode == "target" else None])
+            pixels = ctx.pixels(protocol.preprocessing)
+            rec = perturbation_record(ctx.model, pixels, sal, label=label, explained=cls, mode=mode,
+                                      protocol=protocol, mean=ctx.mean, std=ctx.std)
+            out.append({"class_id": cls, "variant": mode, "data": rec.to_dict(), "saliency": sal})
+        return out
+
+    def aggregate(self, protocol, records, *, class_names=None):
+        return aggregate_perturbation(list(records), protocol)
+
+    def summarise(self, protocol, records, class_names=None):
+        agg = aggregate_perturbation(records, protocol)
+        values = {f"{mode}.{k}": agg.get(mode, {}).get(k) for mode in protocol.explain
+                  for k in ("positive", "negative", "overall")}
+        return values, {"modes": agg}
+
+    def record_score(self, data):
+        label = data["label"]
+        return 100 * (sum(p == label for p in data["negative"]) - sum(p == label for p in data["positive"])) / len(data["negative"])

@@ -31,6 +31,8 @@ from scipy import ndimage
 
 from ..imageops import as_map
 from ..protocols import PointingProtocol
+from .base import Cost, MetricFamily
+from .registry import register_metric
 
 __all__ = ["PointingRecord", "distance_to_mask", "pointing_record", "pointing_pairs", "aggregate_pointing", "ebp_difficult"]
 
@@ -149,3 +151,48 @@ def aggregate_pointing(
         return {"score": score, "n": len(subset), "per_class": {label(c): v for c, v in per_class.items()}}
 
     return {"all": summary(recs), "difficult": summary([r for r in recs if r.difficult])}
+
+
+@register_metric("pointing")
+class PointingFamily(MetricFamily):
+    """The pointing game (Zhang et al., IJCV 2018; TorchRay): :func:`pointing_record` per pair."""
+
+    label = "Pointing game"
+    protocol_class = PointingProtocol
+
+    def needs(self, protocol):
+        return {"objects"}
+
+    def cost(self, protocol, *, model_layers=0):
+        return Cost(explainer_runs=1.5)   # about one and a half classes per image on VOC/COCO
+
+    def columns(self, protocol):
+        return [{"key": "all", "label": "Pointing (all)", "better": "higher"},
+                {"key": "difficult", "label": "Pointing (difficult)", "better": "higher"}]
+
+    def run(self, protocol, ctx):
+        sample = ctx.sample
+        pairs = list(pointing_pairs(sample, protocol))
+        if not pairs:
+            raise ValueError(f"image {sample.key} has no (non-difficult) object to point at")
+        for class_id, _, _ in pairs:
+            ctx.check_class(class_id)
+        # The protocol's geometry (TorchRay: shorter side 224, nothing cropped) keeps the whole
+        # image in the map, which pointing_record resizes back to the original size.
+        maps = ctx.maps(protocol.preprocessing, [c for c, _, _ in pairs])
+        out = []
+        for (class_id, mask, difficult), (sal, _) in zip(pairs, maps):
+            rec = pointing_record(sal, mask, class_id=class_id, protocol=protocol, difficult=difficult)
+            out.append({"class_id": class_id, "variant": "", "data": rec.to_dict(), "saliency": sal})
+        return out
+
+    def aggregate(self, protocol, records, *, class_names=None):
+        return aggregate_pointing(list(records), class_names)
+
+    def summarise(self, protocol, records, class_names=None):
+        agg = aggregate_pointing(records, class_names)
+        return ({"all": agg["all"]["score"], "difficult": agg["difficult"]["score"]},
+                {"n_all": agg["all"]["n"], "n_difficult": agg["difficult"]["n"], "per_class": agg["all"]["per_class"]})
+
+    def record_score(self, data):
+        return 100 * data["score"]

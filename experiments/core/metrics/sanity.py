@@ -41,6 +41,8 @@ from skimage.feature import hog
 from torch import nn
 
 from ..protocols import SanityProtocol
+from .base import Cost, MetricFamily
+from .registry import register_metric
 
 __all__ = [
     "Explainer",
@@ -316,3 +318,54 @@ def aggregate_sanity(records: Iterable[SanityRecord | Mapping[str, Any]]) -> dic
             rows.append(row)
         out[mode] = rows
     return out
+
+
+@register_metric("sanity")
+class SanityFamily(MetricFamily):
+    """Model-parameter randomisation (Adebayo et al., NeurIPS 2018): :func:`sanity_records`."""
+
+    label = "Sanity checks"
+    protocol_class = SanityProtocol
+
+    def cost(self, protocol, *, model_layers=0):
+        layers = max(1, model_layers // 3)
+        return Cost(explainer_runs=1 + layers * len(protocol.modes))
+
+    def columns(self, protocol):
+        cols = []
+        for mode in protocol.modes:
+            cols += [{"key": f"{mode}.spearman_abs", "label": f"Spearman |map| ({mode})", "better": "lower"},
+                     {"key": f"{mode}.ssim", "label": f"SSIM ({mode})", "better": "lower"},
+                     {"key": f"{mode}.hog", "label": f"HOG ({mode})", "better": "lower"}]
+        return cols
+
+    def plots(self, protocol):
+        return [{"kind": "line", "title": f"Spearman |map| vs randomised layers ({mode})",
+                 "x_label": "layers randomised (output first)", "y_label": "similarity", "y_min": -0.2, "y_max": 1,
+                 "series": [{"x": f"steps.{mode}.*.step", "y": f"steps.{mode}.*.spearman_abs.mean", "dashed": False}]}
+                for mode in ("cascading", "independent")]
+
+    def run(self, protocol, ctx):
+        target = ctx.label() if protocol.explain == "target" else None
+        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        x = ctx.inputs(protocol.preprocessing)[1]
+        _, recs, _ = sanity_records(ctx.model, x, torch.tensor([cls]), ctx.explainer(), protocol=protocol, seed=ctx.seed)
+        return [{"class_id": cls, "variant": "", "data": {"steps": [r.to_dict() for r in recs]}, "saliency": sal}]
+
+    def aggregate(self, protocol, records, *, class_names=None):
+        # a stored record holds one image's steps; SanityRecord objects are single steps
+        flat = []
+        for r in records:
+            flat.extend(r["steps"] if isinstance(r, Mapping) and "steps" in r else [r])
+        return aggregate_sanity(flat)
+
+    def summarise(self, protocol, records, class_names=None):
+        steps = [step for r in records for step in r.get("steps", [])]
+        agg = aggregate_sanity(steps)
+        values = {}
+        for mode in protocol.modes:
+            rows = agg.get(mode, [])
+            for key in ("spearman_abs", "ssim", "hog"):
+                means = [row[key]["mean"] for row in rows if row[key]["mean"] is not None]
+                values[f"{mode}.{key}"] = float(np.mean(means)) if means else None
+        return values, {"steps": agg}

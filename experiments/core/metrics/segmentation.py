@@ -21,7 +21,10 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 import torch
 
-from ..imageops import as_map
+from ..imageops import as_map, preprocess_mask
+from ..protocols import SegmentationProtocol
+from .base import MetricFamily
+from .registry import register_metric
 
 __all__ = ["SegmentationRecord", "average_precision", "segmentation_record", "aggregate_segmentation"]
 
@@ -109,3 +112,38 @@ def aggregate_segmentation(records: Iterable[SegmentationRecord | Mapping[str, A
         "miou": 100 * float(iou.mean()),
         "map": 100 * float(np.mean([r.ap for r in recs])),
     }
+
+
+@register_metric("segmentation")
+class SegmentationFamily(MetricFamily):
+    """Weakly supervised segmentation (Chefer et al., CVPR 2021): :func:`segmentation_record`."""
+
+    label = "Segmentation"
+    protocol_class = SegmentationProtocol
+
+    def needs(self, protocol):
+        return {"foreground"} | super().needs(protocol)
+
+    def columns(self, protocol):
+        return [{"key": "pixel_accuracy", "label": "Pixel accuracy", "better": "higher"},
+                {"key": "miou", "label": "mIoU", "better": "higher"},
+                {"key": "map", "label": "mAP", "better": "higher"},
+                {"key": "iou_foreground", "label": "IoU foreground", "better": "higher"},
+                {"key": "iou_background", "label": "IoU background", "better": "higher"}]
+
+    def run(self, protocol, ctx):
+        target = ctx.label() if protocol.explain == "target" else None
+        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        mask = preprocess_mask(ctx.sample.foreground_mask(), protocol.preprocessing)
+        rec = segmentation_record(sal, mask)
+        return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]
+
+    def aggregate(self, protocol, records, *, class_names=None):
+        return aggregate_segmentation(list(records))
+
+    def summarise(self, protocol, records, class_names=None):
+        agg = aggregate_segmentation(records)
+        return {k: agg[k] for k in ("pixel_accuracy", "miou", "map", "iou_foreground", "iou_background")}, {}
+
+    def record_score(self, data):
+        return 100 * data["correct"] / data["labeled"] if data.get("labeled") else None

@@ -14,6 +14,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
 from experiments import selectors, services
+from experiments.models import Record
 from explain.models import ClassifierModel
 
 
@@ -36,6 +37,7 @@ class Command(BaseCommand):
         parser.add_argument("--user", default="cli", help="owner of the run (created, without a password, if absent)")
         parser.add_argument("--queue", action="store_true", help="queue the run on the workers instead of running it here")
         parser.add_argument("--json", action="store_true", help="print the aggregate results as JSON")
+        parser.add_argument("--quiet", action="store_true", help="no progress bar while the run goes on")
 
     def handle(self, *args, **options):
         owner, _ = get_user_model().objects.get_or_create(username=options["user"])
@@ -81,10 +83,26 @@ class Command(BaseCommand):
         if options["queue"]:
             self.stdout.write(f"queued on the workers ({experiment.shards.count()} shards)")
             return
-        experiment = services.experiment_run_sync(experiment=experiment)
+        experiment = (services.experiment_run_sync(experiment=experiment) if options["quiet"]
+                      else self._run_with_progress(experiment))
         if options["json"]:
             self.stdout.write(json.dumps(experiment.results, indent=1))
         else:
             self.stdout.write(selectors.experiment_text_backup(experiment=experiment))
         if experiment.status != experiment.Status.DONE:
             raise CommandError(f"the run ended {experiment.status}: {experiment.error}")
+
+    def _run_with_progress(self, experiment):
+        """The synchronous run under a tqdm bar of (image, method) units with the ETA.
+
+        The bar starts at the units already stored (what a resumed run skips).
+        """
+        from tqdm import tqdm
+
+        from experiments.services.evaluation import units_observed
+
+        total = experiment.num_images * len(experiment.methods)
+        done = Record.objects.filter(experiment=experiment).values("image_index", "method_slot").distinct().count()
+        with tqdm(total=total, initial=done, unit="unit", desc=f"run #{experiment.pk}", file=self.stderr._out,
+                  dynamic_ncols=True) as bar, units_observed(lambda index, method: bar.update(1)):
+            return services.experiment_run_sync(experiment=experiment)

@@ -37,49 +37,56 @@ export function resultTable(block, { runColumn = false } = {}) {
   return table;
 }
 
-function curveSeries(rows, key) {
-  return rows.filter((r) => r.extras && r.extras[key]).map((r) => ({
-    label: r.label, xs: r.extras[key].map((_, i, a) => i / (a.length - 1)), ys: r.extras[key], dashed: r.baseline,
-  }));
+// A dot-separated path into a row's extras; "*" maps the rest of the path over a list.
+export function pick(value, path) {
+  const parts = path.split(".");
+  for (let i = 0; i < parts.length; i++) {
+    if (value === null || value === undefined) return undefined;
+    if (parts[i] === "*") {
+      if (!Array.isArray(value)) return undefined;
+      const rest = parts.slice(i + 1).join(".");
+      return rest ? value.map((item) => pick(item, rest)) : value;
+    }
+    value = value[parts[i]];
+  }
+  return value;
 }
 
-// The plots a protocol has: curves, accuracy vs fraction, similarity vs layer, group bars, and
-// always a bar chart of the table's first column.
-export function protocolPlots(block) {
-  const plots = [];
-  const rows = block.rows;
-  if (block.metric === "insertion-deletion") {
-    const ins = curveSeries(rows, "insertion_curve"), del = curveSeries(rows, "deletion_curve");
-    if (ins.length) plots.push(lineChart({ title: "Mean insertion curve", series: ins, xLabel: "fraction of pixels inserted", yLabel: "probability", yMin: 0, yMax: 1 }));
-    if (del.length) plots.push(lineChart({ title: "Mean deletion curve", series: del, xLabel: "fraction of pixels deleted", yLabel: "probability", yMin: 0, yMax: 1 }));
-    const withGroups = rows.filter((r) => r.extras && r.extras.groups);
-    if (withGroups.length) {
-      const groups = withGroups[0].extras.groups.map((g) => g.label);
-      plots.push(barChart({ title: "Overall (insertion − deletion) by clean top-1 confidence", groups,
-        series: withGroups.map((r) => ({ label: r.label, values: r.extras.groups.map((g) => g.overall) })), yLabel: "overall ×100" }));
-    }
-  } else if (block.metric === "perturbation") {
-    for (const mode of ["predicted", "target"]) {
-      const series = [];
-      for (const r of rows) {
-        const m = r.extras && r.extras.modes && r.extras.modes[mode];
-        if (!m) continue;
-        series.push({ label: `${r.label} (positive)`, xs: m.fractions, ys: m.positive_accuracy });
-        series.push({ label: `${r.label} (negative)`, xs: m.fractions, ys: m.negative_accuracy, dashed: true });
-      }
-      if (series.length) plots.push(lineChart({ title: `Accuracy vs fraction removed (${mode} class)`, series, xLabel: "fraction removed", yLabel: "top-1 accuracy", yMin: 0, yMax: 1 }));
-    }
-  } else if (block.metric === "sanity") {
-    for (const mode of ["cascading", "independent"]) {
-      const series = [];
-      for (const r of rows) {
-        const steps = r.extras && r.extras.steps && r.extras.steps[mode];
-        if (!steps) continue;
-        series.push({ label: r.label, xs: steps.map((s) => s.step), ys: steps.map((s) => s.spearman_abs.mean) });
-      }
-      if (series.length) plots.push(lineChart({ title: `Spearman |map| vs randomised layers (${mode})`, series, xLabel: "layers randomised (output first)", yLabel: "similarity", yMin: -0.2, yMax: 1 }));
+function lineSeries(spec, rows) {
+  const series = [];
+  for (const r of rows) {
+    for (const s of spec.series) {
+      const ys = pick(r.extras, s.y);
+      if (!Array.isArray(ys) || !ys.length) continue;
+      const xs = s.x ? pick(r.extras, s.x) : ys.map((_, i, a) => i / Math.max(1, a.length - 1));
+      if (!Array.isArray(xs) || xs.length !== ys.length) continue;
+      series.push({ label: `${r.label}${s.suffix || ""}`, xs, ys, dashed: s.dashed === undefined ? r.baseline : s.dashed });
     }
   }
+  return series;
+}
+
+// One declared plot (the protocol block's "plots", from its metric family) drawn from the rows'
+// extras; null when no row has the data.
+export function drawPlot(spec, rows) {
+  if (spec.kind === "line") {
+    const series = lineSeries(spec, rows);
+    return series.length ? lineChart({ title: spec.title, series, xLabel: spec.x_label, yLabel: spec.y_label,
+      yMin: spec.y_min, yMax: spec.y_max }) : null;
+  }
+  if (spec.kind === "bars") {
+    const withData = rows.filter((r) => Array.isArray(pick(r.extras, spec.values)));
+    if (!withData.length) return null;
+    return barChart({ title: spec.title, groups: pick(withData[0].extras, spec.groups),
+      series: withData.map((r) => ({ label: r.label, values: pick(r.extras, spec.values) })), yLabel: spec.y_label });
+  }
+  return null;
+}
+
+// The plots a protocol declares, and always a bar chart of the table's first column.
+export function protocolPlots(block) {
+  const rows = block.rows;
+  const plots = (block.plots || []).map((spec) => drawPlot(spec, rows)).filter(Boolean);
   const first = block.columns[0];
   if (first) {
     plots.push(barChart({ title: `${first.label} by method`, groups: rows.map((r) => r.label),
