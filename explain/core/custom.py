@@ -24,13 +24,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import zoo
 from .handle import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from .wrap import find_default_layers
 from .zoo import WeightsInvalid
 
 #: Most classes an uploaded head may have (a sanity bound on the class file and the head).
@@ -108,33 +109,7 @@ def _head_key(module: nn.Module) -> str:
 
 def default_layers_of(name: str, module: nn.Module, input_size: int) -> dict[str, str]:
     """The layer per role the explainers use unless a user picks another (see module docstring)."""
-    arch = get_architecture(name)
-    if arch.family == "vit":
-        return {"tokens": f"blocks.{len(module.blocks) - 1}.norm1"}
-    if name.startswith("vgg"):
-        relus = [n for n, m in module.features.named_children() if isinstance(m, nn.ReLU)]
-        return {"cam": f"features.{relus[-1]}"}
-    finished: list[str] = []
-    handles = []
-
-    def hook_for(layer: str) -> Callable:
-        def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
-                finished.append(layer)
-        return hook
-
-    try:
-        for layer, sub in module.named_modules():
-            if layer:
-                handles.append(sub.register_forward_hook(hook_for(layer)))
-        with torch.no_grad():
-            module(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not finished:
-        raise ValueError(f"{name} has no layer with a spatial feature map to explain")
-    return {"cam": finished[-1]}
+    return find_default_layers(module, get_architecture(name).family, input_size, label=name)
 
 
 @dataclass(frozen=True, eq=False)

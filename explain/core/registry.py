@@ -11,6 +11,7 @@ import pkgutil
 import threading
 from typing import Callable, TypeVar
 
+from explain.core.handle import Classifier
 from explain.core.methods.base import Method
 
 M = TypeVar("M", bound=type[Method])
@@ -93,8 +94,9 @@ def method_keys() -> list[str]:
     return sorted(_METHODS)
 
 
-def methods_for(family: str) -> list[str]:
-    """Keys of the methods that support a model family ("cnn" or "vit"), sorted."""
+def methods_for(family: "str | Classifier") -> list[str]:
+    """Keys of the methods that support a model family ("cnn" or "vit", or a classifier's), sorted."""
+    family = getattr(family, "family", family)
     if family not in ("cnn", "vit"):
         raise ValueError(f"family must be 'cnn' or 'vit', not {family!r}")
     _load_all()
