@@ -25,13 +25,13 @@ from .engine import Explanation, explain, library_versions
 from .handle import Classifier
 from .imaging import load_image, preprocess
 from .methods.base import Method, Param
-from .registry import get_method, method_keys, methods_for, register_method
+from .registry import get_method, method_keys, method_support, methods_for, register_method
 from .wrap import find_default_layers, model_family, wrap_model
 from .zoo import WeightsInvalid, WeightsMissing, load_classifier, random_classifier
 
 __all__ = [
     "Classifier", "Explanation", "Method", "Param", "WeightsInvalid", "WeightsMissing",
     "explain", "find_default_layers", "get_method", "library_versions", "load_classifier", "load_image",
-    "method_keys", "methods_for", "model_family", "preprocess", "random_classifier", "register_method",
+    "method_keys", "method_support", "methods_for", "model_family", "preprocess", "random_classifier", "register_method",
     "wrap_model",
 ]

@@ -94,9 +94,17 @@ def method_keys() -> list[str]:
     return sorted(_METHODS)
 
 
+def method_support(classifier: Classifier) -> dict[str, str | None]:
+    """Every method key → ``None`` where it can explain ``classifier``, else the reason it cannot."""
+    _load_all()
+    return {k: _METHODS[k].unsupported_reason(classifier) for k in sorted(_METHODS)}
+
+
 def methods_for(family: "str | Classifier") -> list[str]:
-    """Keys of the methods that support a model family ("cnn" or "vit", or a classifier's), sorted."""
-    family = getattr(family, "family", family)
+    """Keys of the methods that support a model family ("cnn" or "vit"), or that can explain a
+    classifier (:func:`method_support`), sorted."""
+    if isinstance(family, Classifier):
+        return [k for k, reason in method_support(family).items() if reason is None]
     if family not in ("cnn", "vit"):
         raise ValueError(f"family must be 'cnn' or 'vit', not {family!r}")
     _load_all()

@@ -28,6 +28,11 @@ def model_family(module: nn.Module) -> str:
     return "cnn"
 
 
+def feature_layout_of(module: nn.Module, family: str) -> str:
+    """``"NHWC"`` for timm models that declare channels-last stage outputs (Swin), else ``"NCHW"``."""
+    return "NHWC" if family == "cnn" and getattr(module, "output_fmt", None) == "NHWC" else "NCHW"
+
+
 def last_spatial_layer(module: nn.Module, input_size: int, *, label: str = "the model") -> str:
     """The last sub-module whose output is a spatial ``B×K×h×w`` map (``h, w > 1``), found with one
     traced forward pass of a zero image (no gradients; the module's training flag is kept)."""
@@ -136,4 +141,5 @@ def wrap_model(
         std=tuple(float(v) for v in std),
         input_size=int(input_size),
         resize_size=int(resize_size) if resize_size else int(round(input_size / 0.875)),
+        feature_layout=feature_layout_of(module, family),
     )
