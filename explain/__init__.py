@@ -1,11 +1,6 @@
-"""The numerical core of the explainers: PyTorch only, no Django.
+"""The explainers: the numerical core (:mod:`explain.core`, PyTorch only) and the Django app
+around it (models, services, views, tasks).
 
-Import it from a notebook, a test or a benchmark without a database.
-
-Importing the package settles how the process gets CPU memory for tensors
-(:mod:`explain.cpu_memory`: huge pages for large tensors, freed heap memory kept for the next
-call). PyTorch reads its part once, at the process's first tensor allocation, so the package
-must be imported before any tensor exists: the site's entry points (``saliency_site``) and the
-benchmarks import it before they create one.
+Importing the package has no side effects. The site's entry points settle how the process
+gets CPU memory for tensors by calling :func:`explain.cpu_memory.apply` themselves.
 """
-from explain import cpu_memory  # noqa: F401  (its settings take effect on import)

@@ -1,5 +1,7 @@
-"""How this process gets CPU memory for tensors: set when ``explain`` is imported, before any
-tensor exists, so the site, the workers, ``manage.py`` and the benchmarks all run alike.
+"""How this process gets CPU memory for tensors: :func:`apply`, called by the entry points that
+want it (the site and its workers through ``saliency_site``, ``manage.py``, the benchmarks)
+before any tensor exists. Importing this module, ``explain`` or ``explain.core`` changes
+nothing process-wide: a notebook that imports the engine keeps its own allocator settings.
 
 Two settings, both measured on EfficientNet-Lite0 on a 2-core CPU:
 
@@ -52,5 +54,16 @@ def keep_freed_heap_memory() -> bool:
     return mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1 and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
 
 
-HUGE_PAGES = use_huge_pages()
-HEAP_KEPT = keep_freed_heap_memory()
+_applied: tuple[bool, bool] | None = None
+
+
+def apply() -> tuple[bool, bool]:
+    """Settle both settings once per process; ``(huge pages on, freed heap memory kept)``.
+
+    Call it before the first tensor exists: PyTorch reads ``THP_MEM_ALLOC_ENABLE`` at its first
+    allocation. Later calls answer what the first one did.
+    """
+    global _applied
+    if _applied is None:
+        _applied = (use_huge_pages(), keep_freed_heap_memory())
+    return _applied

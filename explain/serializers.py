@@ -27,9 +27,17 @@ class ClassifierModelDetailSerializer(ClassifierModelSerializer):
 
 class ClassifierModelUploadSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
-    architecture = serializers.ChoiceField(choices=sorted(custom.ARCHITECTURES))
+    architecture = serializers.CharField(
+        max_length=100, help_text="any classification model name timm.create_model or torchvision.models builds")
     weights = serializers.FileField(help_text=".safetensors or a PyTorch state_dict (.pth/.pt)")
     class_names = serializers.FileField(required=False, help_text="text file, one class name per line")
+
+    def validate_architecture(self, value: str) -> str:
+        try:
+            custom.get_architecture(value)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
+        return value
 
 
 class WeightsImportSerializer(serializers.Serializer):

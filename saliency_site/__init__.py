@@ -1,4 +1,7 @@
-import explain  # noqa: F401  first: it sets PyTorch's CPU allocator up before any tensor exists
+from explain import cpu_memory
+
+# First, before any tensor exists: the site, its workers and manage.py share these allocator settings.
+cpu_memory.apply()
 
 from .celery import app as celery_app
 

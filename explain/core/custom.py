@@ -1,4 +1,4 @@
-"""Users' own classifiers: a known torchvision/timm architecture plus an uploaded weights file.
+"""Users' own classifiers: any torchvision/timm classification architecture plus an uploaded weights file.
 
 An upload is checked before anything is kept (:func:`inspect_upload`): the file must load
 without unpickling code (``zoo.read_state_dict``), its keys and shapes must fit the
@@ -21,16 +21,19 @@ Example::
 """
 from __future__ import annotations
 
+import functools
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import torch
 from torch import nn
 
 from . import zoo
 from .handle import IMAGENET_MEAN, IMAGENET_STD, Classifier
+from .wrap import feature_layout_of, find_default_layers, model_family
 from .zoo import WeightsInvalid
 
 #: Most classes an uploaded head may have (a sanity bound on the class file and the head).
@@ -61,11 +64,38 @@ ARCHITECTURES: dict[str, Architecture] = {
 }
 
 
+#: How an architecture name may look (a builder name, optionally timm's ``.pretrained_tag``).
+ARCHITECTURE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,99}(\.[A-Za-z0-9_]{1,60})?")
+
+
+@functools.lru_cache(maxsize=1024)
 def get_architecture(name: str) -> Architecture:
-    try:
+    """The architecture called ``name``: one of :data:`ARCHITECTURES` (the suggested list), or
+    any classification model ``torchvision.models`` or ``timm.create_model`` builds by name.
+
+    The family of the others is read off the built module (:func:`wrap.model_family`): ``""`` here.
+    """
+    if name in ARCHITECTURES:
         return ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unsupported architecture {name!r}; choose one of {sorted(ARCHITECTURES)}") from None
+    if not isinstance(name, str) or not ARCHITECTURE_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not an architecture name (letters, digits and underscores, e.g. 'convnext_tiny')")
+    import torchvision.models as tvm
+
+    if name in tvm.list_models(module=tvm):      # classification builders only
+        return Architecture(name, "torchvision", "", name)
+    import timm
+
+    if timm.is_model(name):
+        return Architecture(name, "timm", "", name)
+    raise ValueError(
+        f"unknown architecture {name!r}: give a classification model name that timm.create_model or "
+        f"torchvision.models builds (for example {', '.join(sorted(ARCHITECTURES)[:6])}, …)"
+    )
+
+
+def family_of(name: str, module: nn.Module) -> str:
+    """``"cnn"`` or ``"vit"``: the listed family, else what the module looks like."""
+    return get_architecture(name).family or model_family(module)
 
 
 def build_module(name: str, num_classes: int) -> nn.Module:
@@ -79,7 +109,7 @@ def build_module(name: str, num_classes: int) -> nn.Module:
         return timm.create_model(arch.builder, pretrained=False, num_classes=num_classes)
     import torchvision.models as tvm
 
-    return getattr(tvm, arch.builder)(weights=None, num_classes=num_classes)
+    return tvm.get_model(arch.builder, weights=None, num_classes=num_classes)
 
 
 def preprocessing_of(name: str, module: nn.Module) -> dict:
@@ -108,33 +138,7 @@ def _head_key(module: nn.Module) -> str:
 
 def default_layers_of(name: str, module: nn.Module, input_size: int) -> dict[str, str]:
     """The layer per role the explainers use unless a user picks another (see module docstring)."""
-    arch = get_architecture(name)
-    if arch.family == "vit":
-        return {"tokens": f"blocks.{len(module.blocks) - 1}.norm1"}
-    if name.startswith("vgg"):
-        relus = [n for n, m in module.features.named_children() if isinstance(m, nn.ReLU)]
-        return {"cam": f"features.{relus[-1]}"}
-    finished: list[str] = []
-    handles = []
-
-    def hook_for(layer: str) -> Callable:
-        def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor) and output.dim() == 4 and min(output.shape[-2:]) > 1:
-                finished.append(layer)
-        return hook
-
-    try:
-        for layer, sub in module.named_modules():
-            if layer:
-                handles.append(sub.register_forward_hook(hook_for(layer)))
-        with torch.no_grad():
-            module(torch.zeros(1, 3, input_size, input_size))
-    finally:
-        for handle in handles:
-            handle.remove()
-    if not finished:
-        raise ValueError(f"{name} has no layer with a spatial feature map to explain")
-    return {"cam": finished[-1]}
+    return find_default_layers(module, family_of(name, module), input_size, label=name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -172,7 +176,7 @@ def inspect_upload(architecture: str, weights_path: Path, class_names: Sequence[
     The head size is read from the file; ``class_names`` (if given) must have that length,
     otherwise the classes are called "class 0", "class 1", …
     """
-    arch = get_architecture(architecture)
+    get_architecture(architecture)
     state = zoo.read_state_dict(Path(weights_path))
     probe = build_module(architecture, 1000)
     head = _head_key(probe)
@@ -209,7 +213,7 @@ def inspect_upload(architecture: str, weights_path: Path, class_names: Sequence[
         raise WeightsInvalid("a forward pass on a blank image gave NaN or infinite logits; the weights are broken")
     return UploadInfo(
         architecture=architecture,
-        family=arch.family,
+        family=family_of(architecture, module),
         num_classes=num_classes,
         class_names=tuple(class_names),
         default_layers=default_layers_of(architecture, module, size),
@@ -236,7 +240,7 @@ def architecture_info(name: str) -> dict:
     module = build_module(name, 1000).eval()
     pre = preprocessing_of(name, module)
     return {
-        "family": get_architecture(name).family,
+        "family": family_of(name, module),
         "layers": [n for n, _ in module.named_modules() if n],
         "default_layers": default_layers_of(name, module, pre["input_size"]),
         "preprocessing": pre,
@@ -280,7 +284,7 @@ def custom_classifier(
     classifier = Classifier(
         name=name,
         module=module,
-        family=get_architecture(architecture).family,
+        family=family_of(architecture, module),
         class_names=tuple(class_names),
         default_layers=dict(default_layers),
         mean=tuple(preprocessing.get("mean", IMAGENET_MEAN)),
@@ -288,6 +292,7 @@ def custom_classifier(
         input_size=int(preprocessing.get("input_size", 224)),
         resize_size=int(preprocessing.get("resize_size", 256)),
         weights_checksum=actual,
+        feature_layout=feature_layout_of(module, family_of(architecture, module)),
     )
     with _cache_lock:
         _cache[key] = classifier

@@ -149,11 +149,9 @@ def explain(
     m = get_method(method) if isinstance(method, str) else method
     if not isinstance(m, Method):
         raise TypeError(f"method must be a registry key or a Method instance, not {type(method).__name__}")
-    if classifier.family not in m.families:
-        raise ValueError(
-            f"method {m.key!r} supports {sorted(m.families)} models only; "
-            f"{classifier.name!r} is a {classifier.family!r} model"
-        )
+    reason = m.unsupported_reason(classifier)
+    if reason is not None:
+        raise ValueError(f"method {m.key!r} cannot explain {classifier.name!r}: it {reason}")
     overrides = dict(params or {})
     if batch_size is not None:
         if not any(p.name == "batch_size" for p in m.params):

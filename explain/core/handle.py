@@ -44,10 +44,15 @@ class Classifier:
     # Images per pass for the perturbation methods on a CPU where this model prefers another
     # number than the device's default (None: methods.base.CPU_BATCH_SIZE).
     cpu_batch_size: int | None = None
+    # "NHWC" for models whose blocks emit channels-last maps B×h×w×C (timm's Swin: its stages and
+    # final norm); the CAM methods move the channels first (methods.base.as_feature_map).
+    feature_layout: str = "NCHW"
 
     def __post_init__(self) -> None:
         if self.family not in ("cnn", "vit"):
             raise ValueError(f"family must be 'cnn' or 'vit', not {self.family!r}")
+        if self.feature_layout not in ("NCHW", "NHWC"):
+            raise ValueError(f"feature_layout must be 'NCHW' or 'NHWC', not {self.feature_layout!r}")
 
     @property
     def device(self) -> torch.device:

@@ -11,6 +11,7 @@ import pkgutil
 import threading
 from typing import Callable, TypeVar
 
+from explain.core.handle import Classifier
 from explain.core.methods.base import Method
 
 M = TypeVar("M", bound=type[Method])
@@ -93,8 +94,17 @@ def method_keys() -> list[str]:
     return sorted(_METHODS)
 
 
-def methods_for(family: str) -> list[str]:
-    """Keys of the methods that support a model family ("cnn" or "vit"), sorted."""
+def method_support(classifier: Classifier) -> dict[str, str | None]:
+    """Every method key → ``None`` where it can explain ``classifier``, else the reason it cannot."""
+    _load_all()
+    return {k: _METHODS[k].unsupported_reason(classifier) for k in sorted(_METHODS)}
+
+
+def methods_for(family: "str | Classifier") -> list[str]:
+    """Keys of the methods that support a model family ("cnn" or "vit"), or that can explain a
+    classifier (:func:`method_support`), sorted."""
+    if isinstance(family, Classifier):
+        return [k for k, reason in method_support(family).items() if reason is None]
     if family not in ("cnn", "vit"):
         raise ValueError(f"family must be 'cnn' or 'vit', not {family!r}")
     _load_all()

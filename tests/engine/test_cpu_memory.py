@@ -1,4 +1,4 @@
-"""Importing the core (or the site) settles how the process gets CPU memory for tensors.
+"""The site (and anything calling ``cpu_memory.apply()``) settles how the process gets CPU memory for tensors.
 
 Each probe runs in a fresh interpreter, because PyTorch reads ``THP_MEM_ALLOC_ENABLE`` once, at
 the process's first tensor allocation, and glibc's malloc reads its variables at start-up.
@@ -57,8 +57,8 @@ def probe(module: str, setting: str | None, code: str = PROBE, **variables: str)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("module", ["explain", "saliency_site"])
-def test_importing_the_core_or_the_site_puts_large_tensors_on_huge_pages(module):
+@pytest.mark.parametrize("module", ["explain.cpu_memory; explain.cpu_memory.apply()", "saliency_site"])
+def test_the_site_or_apply_puts_large_tensors_on_huge_pages(module):
     result = probe(module, setting=None)
     assert result["setting"] == "1"
     if kernel_thp_mode() == "never":
@@ -68,7 +68,7 @@ def test_importing_the_core_or_the_site_puts_large_tensors_on_huge_pages(module)
 
 
 def test_an_operator_can_turn_huge_pages_off():
-    result = probe("explain", setting="0")
+    result = probe("explain.cpu_memory; explain.cpu_memory.apply()", setting="0")
     assert result["setting"] == "0"
     if kernel_thp_mode() != "always":       # "always" gives huge pages whatever PyTorch asks
         assert result["huge_kb"] == 0, result
@@ -87,11 +87,11 @@ x = torch.ones(4 << 20)      # 16 MB, every page written, then freed
 del x
 before = faults()
 y = torch.ones(3 << 20)      # 12 MB: fits in the freed block with room for malloc's alignment
-print(json.dumps({{"heap_kept": cpu_memory.HEAP_KEPT, "faults": faults() - before}}))
+print(json.dumps({{"heap_kept": cpu_memory.apply()[1], "faults": faults() - before}}))
 """
 
 
-@pytest.mark.parametrize("module", ["explain", "saliency_site"])
+@pytest.mark.parametrize("module", ["explain.cpu_memory; explain.cpu_memory.apply()", "saliency_site"])
 def test_freed_tensor_memory_is_reused_without_page_faults(module):
     # huge pages off, so that every fresh 4 kB page counts: 12 MB from the kernel is 3072 faults
     result = probe(module, setting="0", code=HEAP_PROBE)
@@ -101,7 +101,7 @@ def test_freed_tensor_memory_is_reused_without_page_faults(module):
 
 def test_glibc_variables_of_the_operator_are_left_alone():
     # glibc's static defaults: every block over 128 kB is mapped afresh and unmapped when freed
-    result = probe("explain", setting="0", code=HEAP_PROBE,
+    result = probe("explain.cpu_memory; explain.cpu_memory.apply()", setting="0", code=HEAP_PROBE,
                    MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
     assert result["heap_kept"] is False
     assert result["faults"] >= 8, result

@@ -115,5 +115,16 @@ def test_non_finite_weights_are_refused(tmp_path):
 
 
 def test_unknown_architecture():
-    with pytest.raises(ValueError, match="unsupported architecture"):
+    with pytest.raises(ValueError, match="unknown architecture 'alexnet9'.*timm.create_model or torchvision.models"):
         custom.get_architecture("alexnet9")
+    with pytest.raises(ValueError, match="not an architecture name"):
+        custom.get_architecture("../etc/passwd")
+
+
+def test_any_timm_or_torchvision_classifier_is_an_architecture():
+    # not in the suggested list, built by name: family read off the module
+    assert custom.get_architecture("regnet_y_400mf").library == "torchvision"
+    assert custom.get_architecture("convnext_atto").library == "timm"
+    module = custom.build_module("convnext_atto", 3)
+    assert custom.family_of("convnext_atto", module) == "cnn"
+    assert custom.default_layers_of("convnext_atto", module, 224) == {"cam": "norm_pre"}

@@ -183,6 +183,20 @@ class Method:
     #: its passes run as on a folded model although the engine does not fold for it.
     folds_batch_norms_in_rules: ClassVar[bool] = False
 
+    #: The method feeds the model images of other sizes than its own (multi-scale methods): not
+    #: for models whose input size is fixed (timm's Swin and others with a strict patch grid).
+    resizes_inputs: ClassVar[bool] = False
+
+    @classmethod
+    def unsupported_reason(cls, classifier: Classifier) -> str | None:
+        """Why the method cannot explain ``classifier`` (``None``: it can). Checked by the engine,
+        listed by the site (the method greyed out with this reason)."""
+        if classifier.family not in cls.families:
+            return f"supports {' and '.join(sorted(cls.families)).upper()} models only; {classifier.name} is a {classifier.family.upper()}"
+        if cls.resizes_inputs and fixed_input_size(classifier):
+            return f"feeds the model several input sizes; {classifier.name} takes {classifier.input_size}×{classifier.input_size} only"
+        return None
+
     def attribute(
         self,
         classifier: Classifier,
@@ -363,9 +377,22 @@ def tokens_to_grid(tokens: Tensor, classifier: Classifier) -> Tensor:
     return tokens[:, prefix:, :].transpose(1, 2).reshape(b, d, side, side)
 
 
+def fixed_input_size(classifier: Classifier) -> bool:
+    """Whether the model accepts only its own input size (timm's patch embedding with a strict
+    image size, as Swin's window layout needs)."""
+    embed = getattr(classifier.module, "patch_embed", None)
+    return bool(getattr(embed, "strict_img_size", False)) and getattr(embed, "img_size", None) is not None
+
+
 def as_feature_map(x: Tensor, classifier: Classifier) -> Tensor:
-    """A layer's output as ``B×K×h×w``: CNN maps pass through, ViT tokens are reshaped."""
+    """A layer's output as ``B×K×h×w``: CNN maps pass through, ViT tokens are reshaped.
+
+    A model with ``feature_layout == "NHWC"`` (timm's Swin) emits ``B×h×w×C`` from its stages;
+    those (the two middle sizes equal, the last one not) get their channels moved first, while its
+    convolutional patch embedding (``B×C×h×w``) passes through."""
     if x.dim() == 4:
+        if classifier.feature_layout == "NHWC" and x.shape[1] == x.shape[2] != x.shape[3]:
+            return x.permute(0, 3, 1, 2)
         return x
     if x.dim() == 3 and classifier.family == "vit":
         return tokens_to_grid(x, classifier)

@@ -58,6 +58,14 @@ class LRP(OwnForwardMethod):
 
     label: ClassVar[str] = "LRP"
     families: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
+
+    @classmethod
+    def unsupported_reason(cls, classifier):
+        # The CNN rules cover convolutions, linear layers and norms; Swin's windowed attention
+        # (its NHWC stages) has no rule here, and relevance through it comes out unbounded.
+        if classifier.feature_layout == "NHWC":
+            return f"has no rules for the windowed attention of {classifier.name}"
+        return super().unsupported_reason(classifier)
     uses_gradients: ClassVar[bool] = True
     folds_batch_norms_in_rules: ClassVar[bool] = True       # MergeBatchNormAtomic, CNNs only
     params: ClassVar[tuple[Param, ...]] = (
