@@ -35,11 +35,11 @@ from explain import cpu_memory
 
 HUGE_PAGES, HEAP_KEPT = cpu_memory.apply()      # before any tensor exists: as the site runs
 
-from explain.core import zoo
-from explain.core.engine import explain, library_versions
-from explain.core.folding import folded_batch_norms
-from explain.core.methods.base import activations_and_gradients, cpu_channels_last, layer_activations
-from explain.core.registry import get_method_class, methods_for
+from explain.core import zoo  # noqa: E402 - after the allocator settings
+from explain.core.engine import explain, library_versions  # noqa: E402 - after the allocator settings
+from explain.core.folding import folded_batch_norms  # noqa: E402 - after the allocator settings
+from explain.core.methods.base import activations_and_gradients, cpu_channels_last, layer_activations  # noqa: E402 - after the allocator settings
+from explain.core.registry import get_method_class, methods_for  # noqa: E402 - after the allocator settings
 
 logger = logging.getLogger("benchmarks.bench")
 RESULTS = Path(__file__).resolve().parent / "results"

@@ -51,7 +51,7 @@ def _interactive_waiting(app):
         try:
             with app.connection_for_read() as connection:
                 return connection.default_channel.queue_declare(queue=INTERACTIVE_QUEUE, passive=True).message_count > 0
-        except Exception:  # noqa: BLE001 - no answer: keep going rather than stop the shard
+        except Exception:
             logger.warning("could not look at the interactive queue", exc_info=True)
             return False
 
@@ -93,7 +93,7 @@ def _requeue_after_restart(sender=None, **kwargs) -> None:
         return
     try:
         services.shards_requeue_for_worker(hostname=hostname, held_before=timezone.now())
-    except Exception:  # noqa: BLE001 - never stop a worker from starting
+    except Exception:
         logger.exception("could not requeue the shards %s held before it restarted", hostname)
 
 

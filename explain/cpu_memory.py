@@ -47,7 +47,7 @@ def keep_freed_heap_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version          # glibc only: musl has a mallopt that does nothing
+        libc.gnu_get_libc_version  # noqa: B018 - glibc only: musl has a mallopt that does nothing
         mallopt = libc.mallopt
     except (OSError, AttributeError, TypeError):      # TypeError: no CDLL(None) on Windows
         return False

@@ -316,7 +316,7 @@ def _enqueue(job: Job) -> None:
     def send() -> None:
         try:
             run_job.delay(job.pk)
-        except Exception:  # noqa: BLE001 - the broker is down: say so on the job instead of a 500
+        except Exception:
             logger.exception("could not queue job %s", job.pk)
             Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, finished_at=timezone.now(),
                                                  error="the job queue is unreachable; try again in a moment")
@@ -415,7 +415,7 @@ def job_run(*, job: Job, worker: str = "") -> Job:
     except ValueError as error:  # domain errors: the user sees the message
         logger.info("job %s failed: %s", job.pk, error)
         job.mark_failed(str(error))
-    except Exception as error:  # noqa: BLE001 - an unexpected failure still ends the job
+    except Exception as error:
         logger.exception("job %s crashed", job.pk)
         job.mark_failed(f"internal error: {type(error).__name__}: {error}")
     return job

@@ -51,5 +51,5 @@ def _requeue_jobs_after_restart(sender=None, **kwargs) -> None:
         return
     try:
         services.jobs_requeue_stale(live={}, stale_after=0, worker=hostname)
-    except Exception:  # noqa: BLE001 - never stop a worker from starting
+    except Exception:
         logger.exception("could not requeue the jobs %s held before it restarted", hostname)

@@ -64,8 +64,10 @@ def rankings(table: Mapping[str, Mapping[str, float | None]], better: Mapping[st
                 # re-ranked among the methods both metrics have, then centred
                 ra = _fractional_ranks({m: ranks[a][m] for m in common}, False)
                 rb = _fractional_ranks({m: ranks[b][m] for m in common}, False)
-                x = np.array([ra[m] for m in common]); x -= x.mean()
-                y = np.array([rb[m] for m in common]); y -= y.mean()
+                x = np.array([ra[m] for m in common])
+                x -= x.mean()
+                y = np.array([rb[m] for m in common])
+                y -= y.mean()
                 denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
                 rho = float((x * y).sum() / denom) if denom > 0 else None
             agreement[a][b] = rho

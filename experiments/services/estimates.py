@@ -1,7 +1,6 @@
 """How long a run will take: measured per-image costs on this site where there are some, priors otherwise."""
 from __future__ import annotations
 
-import math
 from typing import Any, Mapping, Sequence
 
 import numpy as np

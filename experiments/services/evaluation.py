@@ -144,7 +144,7 @@ class Evaluator:
                 if isinstance(image, BaseException):
                     raise image
                 produced = self._protocol_rows(protocol, index, sample, image, method, cache)
-            except Exception as error:  # noqa: BLE001 - one image's failure is recorded, the run goes on
+            except Exception as error:
                 logger.warning("run %s image %s (%s) %s %s failed: %s", self.experiment.pk, index, sample.key,
                                method["key"], protocol.name, error, exc_info=not isinstance(error, ValueError))
                 produced = [{"class_id": -1, "variant": "", "ok": False, "data": {}, "error": _error_text(error),

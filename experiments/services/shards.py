@@ -93,7 +93,7 @@ def shard_run(*, shard: Shard, worker: str = "", should_yield: Callable[[], bool
         logger.info("run %s failed: %s", exp.pk, error)
         _fail(exp, str(error))
         return shard
-    except Exception as error:  # noqa: BLE001 - the run must not stay "running" for ever
+    except Exception as error:
         logger.exception("run %s could not start shard %s", exp.pk, shard.index)
         _fail(exp, f"internal error: {type(error).__name__}: {error}")
         return shard

@@ -244,7 +244,7 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        except Exception as error:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError, ...
             # PyTorch's own text advises loading with weights_only=False, which must never be done
             # with an untrusted file; say what is wrong in our words instead.
             raise WeightsInvalid(

@@ -23,11 +23,11 @@ import pytest
 import torch
 
 pytest.importorskip("pytorch_grad_cam")
-from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM  # noqa: E402
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402
+from pytorch_grad_cam import GradCAM, GradCAMPlusPlus, LayerCAM, XGradCAM
+from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
-from explain.core.engine import explain  # noqa: E402
-from explain.core.zoo import random_classifier  # noqa: E402
+from explain.core.engine import explain
+from explain.core.zoo import random_classifier
 
 THEIRS = {"gradcam": GradCAM, "gradcampp": GradCAMPlusPlus, "xgradcam": XGradCAM, "layercam": LayerCAM}
 MODELS = {

@@ -50,7 +50,7 @@ def photo(request, classifier):
         pixels = classifier.denormalize(x[None])[0].permute(1, 2, 0).clamp(0, 1).numpy()
         y0, x0, y1, x1 = BOXES[name]
         tiles = []
-        for key, s in overlays.items():
+        for s in overlays.values():
             heat = np.stack([s, np.zeros_like(s), 1 - s], axis=-1)
             tile = 0.55 * pixels + 0.45 * heat
             tile[y0, x0:x1] = tile[y1 - 1, x0:x1] = tile[y0:y1, x0] = tile[y0:y1, x1 - 1] = (0, 1, 0)

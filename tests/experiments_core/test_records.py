@@ -11,7 +11,7 @@ from experiments.core.metrics import (
     SegmentationRecord,
 )
 
-from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord  # noqa: E402
+from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord
 
 RECORDS = [
     CausalRecord(3, 4, 0.5, 40.0, 10.0, (0.1, 0.5, 0.9), (0.9, 0.2, 0.1)),

@@ -21,7 +21,7 @@ def test_recent_lists_the_six_newest_sets_newest_first(client, alice, lite0):
     image = InputImage.objects.create(owner=alice, name="img", file="x.png", display_file="x.png", width=1,
                                       height=1, display_width=1, display_height=1, sha256="0" * 64)
     made = []
-    for k in range(8):
+    for _ in range(8):
         made.append(ExplanationSet.objects.create(owner=alice, model=lite0, image=image).pk)
     client.force_login(alice)
     html = client.get("/explain/").content.decode()

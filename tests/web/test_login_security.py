@@ -10,7 +10,7 @@ from django.test import Client, override_settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from tests.support import PASSWORD, make_user
+from tests.support import PASSWORD
 
 pytestmark = pytest.mark.django_db
 

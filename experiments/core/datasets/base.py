@@ -115,7 +115,7 @@ def open_checked(
     """
     roots = _roots(allowed_roots)
     try:
-        file = open(path, "rb")  # noqa: SIM115 - handed to the caller, who closes it
+        file = open(path, "rb")
     except FileNotFoundError:
         raise DatasetFormatError(f"{_shown(Path(path), base)} does not exist") from None
     except IsADirectoryError:
