@@ -120,15 +120,29 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def experiment_provenance(*, experiment: Experiment) -> dict[str, Any]:
-    """Everything "What every result stores" lists, except the records and the table."""
+#: What a shared (anonymous) view may show of a run's data set: its name, never where it lives.
+PUBLIC_DATASET_FIELDS = ("kind", "name", "version", "selection", "num_images")
+
+
+def dataset_public(experiment: Experiment) -> dict[str, Any]:
+    """The run's data set as a link's viewer sees it: kind, name, version and selection, with no
+    server paths (the request's ``paths`` and the reader's ``root`` name folders on the server)."""
+    info = {"kind": experiment.dataset.get("kind"), **experiment.dataset_info}
+    return {k: info[k] for k in PUBLIC_DATASET_FIELDS if k in info}
+
+
+def experiment_provenance(*, experiment: Experiment, public: bool = False) -> dict[str, Any]:
+    """Everything "What every result stores" lists, except the records and the table.
+    ``public``: for a shared link, the data set by name only (:func:`dataset_public`)."""
+    dataset = (dataset_public(experiment) if public
+               else {"request": experiment.dataset, **{k: v for k, v in experiment.dataset_info.items()}})
     return {
         "id": experiment.pk,
         "name": experiment.name,
         "status": experiment.status,
         "error": experiment.error,
         "model": experiment.model_snapshot,
-        "dataset": {"request": experiment.dataset, **{k: v for k, v in experiment.dataset_info.items()}},
+        "dataset": dataset,
         "methods": experiment.methods,
         "protocols": experiment.protocols,
         "seed": experiment.seed,
@@ -147,9 +161,10 @@ def experiment_provenance(*, experiment: Experiment) -> dict[str, Any]:
     }
 
 
-def experiment_text_backup(*, experiment: Experiment) -> str:
-    """A plain-text backup a person can read in ten years: time, parameters, results."""
-    p = experiment_provenance(experiment=experiment)
+def experiment_text_backup(*, experiment: Experiment, public: bool = False) -> str:
+    """A plain-text backup a person can read in ten years: time, parameters, results.
+    ``public``: for a shared link, without the data set's folder on the server."""
+    p = experiment_provenance(experiment=experiment, public=public)
     lines = [
         f"Saliency Workbench experiment #{p['id']}: {p['name']}",
         f"status:      {p['status']}" + (f" ({p['error']})" if p["error"] else ""),
@@ -161,7 +176,7 @@ def experiment_text_backup(*, experiment: Experiment) -> str:
         f"{p['model'].get('num_classes')} classes), weights sha256 {p['model'].get('weights_sha256') or '—'}",
         f"data set:    {experiment.dataset_info.get('name')} version {experiment.dataset_info.get('version')}, "
         f"{experiment.dataset_info.get('selection')}, {experiment.dataset_info.get('num_images')} images",
-        f"             root {experiment.dataset_info.get('root')}",
+        *([] if public else [f"             root {experiment.dataset_info.get('root')}"]),
         f"seed:        {p['seed']}",
         f"devices:     {', '.join(p['devices'] or []) or '—'}",
         f"versions:    {json.dumps(p['versions'], sort_keys=True) if p['versions'] else '—'}",
@@ -213,8 +228,8 @@ def experiment_csv(*, experiment: Experiment, records: bool = False) -> str:
     return out.getvalue()
 
 
-def experiment_json(*, experiment: Experiment, with_records: bool = True) -> dict[str, Any]:
-    data = {"provenance": experiment_provenance(experiment=experiment), "results": experiment.results}
+def experiment_json(*, experiment: Experiment, with_records: bool = True, public: bool = False) -> dict[str, Any]:
+    data = {"provenance": experiment_provenance(experiment=experiment, public=public), "results": experiment.results}
     if with_records:
         data["records"] = [
             {"image_index": r.image_index, "image_key": r.image_key, "method_slot": r.method_slot,

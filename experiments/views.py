@@ -174,8 +174,10 @@ def _detail_context(experiment: Experiment, *, shared_token: str | None = None) 
         "api": None if shared_token else reverse("experiments:experiment-detail", args=[experiment.pk]),
         "shared": bool(shared_token),
     }
-    provenance = selectors.experiment_provenance(experiment=experiment)
+    provenance = selectors.experiment_provenance(experiment=experiment, public=bool(shared_token))
     provenance["dataset"] = {k: v for k, v in provenance["dataset"].items() if k != "keys"}
+    if shared_token:  # a link's viewer sees the data set by name, never the server's folders
+        config["run"]["dataset"] = config["run"]["dataset_info"] = selectors.dataset_public(experiment)
     return {"run": experiment, "config": config, "provenance": provenance, "progress": data["progress"]}
 
 
@@ -212,11 +214,12 @@ class _Download:
 
 def _shared_files(experiment: Experiment, share, name: str):
     if name == "export.txt":
-        return _Download(selectors.experiment_text_backup(experiment=experiment).encode()), "text/plain", f"experiment-{experiment.pk}.txt"
+        return (_Download(selectors.experiment_text_backup(experiment=experiment, public=True).encode()), "text/plain",
+                f"experiment-{experiment.pk}.txt")
     if name == "export.csv":
         return _Download(selectors.experiment_csv(experiment=experiment).encode()), "text/csv", f"experiment-{experiment.pk}.csv"
     if name == "export.json":
-        return (_Download(json.dumps(selectors.experiment_json(experiment=experiment), indent=1).encode()),
+        return (_Download(json.dumps(selectors.experiment_json(experiment=experiment, public=True), indent=1).encode()),
                 "application/json", f"experiment-{experiment.pk}.json")
     return None
 

@@ -108,6 +108,32 @@ def test_share_link_shows_the_run_to_anyone_until_revoked(alice_api, lite0):
     assert anonymous.get(f"/s/{token}/").status_code == 404
 
 
+def _body(response) -> bytes:
+    assert response.status_code == 200
+    return b"".join(response.streaming_content) if response.streaming else response.content
+
+
+def test_a_shared_run_names_its_data_set_but_never_a_server_path(alice_api, lite0, settings):
+    created = _submit(alice_api, lite0, protocols=["torchray-pointing-v1"]).json()
+    experiment = Experiment.objects.get(pk=created["id"])
+    services.experiment_run_sync(experiment=experiment)
+    experiment.refresh_from_db()
+    root = str(experiment.dataset_info.get("root") or "")
+    assert root.startswith("/")   # the owner's own view and exports do carry the folder
+    assert root.encode() in _body(alice_api.get(f"{created['url']}export/txt/"))
+    token = alice_api.post("/api/shares/", {"view": "experiment", "object_id": created["id"]},
+                           format="json").json()["token"]
+    anonymous = APIClient()
+    shown = [_body(anonymous.get(f"/s/{token}/"))]
+    for name in ("export.txt", "export.json", "export.csv"):
+        shown.append(_body(anonymous.get(f"/s/{token}/files/{name}")))
+    name = experiment.dataset_info["name"].encode()
+    assert name in shown[0] and name in shown[1]
+    for body in shown:
+        for secret in (root, str(settings.DATA_DIR), str(settings.BASE_DIR)):
+            assert secret.encode() not in body
+
+
 def test_others_cannot_see_or_share_a_run(alice_api, bob_api, lite0):
     created = _submit(alice_api, lite0).json()
     assert bob_api.delete(created["url"]).status_code == 404
