@@ -58,6 +58,8 @@ def test_submit_watch_read_export_and_share_a_run(live_server, celery_worker, li
     page.wait_for_function("document.querySelector('[data-testid=run-status]').textContent === 'done'", timeout=120_000)
     assert "4 / 4" in page.inner_text("[data-testid=progress-text]")
     assert "100 %" in page.inner_text("[data-testid=progress-text]")
+    # opened while the run was queued: the actual time shows without a reload
+    assert re.fullmatch(r"· actual \d+ s", page.inner_text("[data-testid=actual]").strip())
     table = page.locator("table.results[data-protocol='torchray-pointing-v1']")
     assert table.locator("tbody tr").count() == 2
     assert "Grad-CAM" in table.inner_text() and "Centre map" in table.inner_text()

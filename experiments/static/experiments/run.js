@@ -25,6 +25,9 @@ function showStatus() {
   $("#progress-text").textContent = `${p.units_done} / ${p.units_total} (image, method) units · ${Math.floor(100 * p.fraction)} %`
     + (p.failed_records ? ` · ${p.failed_records} failed records` : "");
   $("#eta").textContent = FINISHED.includes(run.status) ? `took ${duration(run.actual_seconds)}` : `ETA ${duration(p.eta_seconds)}`;
+  // The page may have opened while the run was queued: the actual time appears when it ends.
+  $("#actual").textContent = run.actual_seconds === null || run.actual_seconds === undefined
+    ? "" : `· actual ${Math.round(run.actual_seconds)} s`;
   $("#error").textContent = run.error || "";
   const cancel = $("#cancel");
   if (cancel) cancel.hidden = FINISHED.includes(run.status);
