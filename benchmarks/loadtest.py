@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 MAX_SECONDS = 300  # the whole test, users and drain together, never runs longer than this
@@ -76,7 +76,7 @@ def started_site(timeout: float = 240):
     data_dir = tempfile.mkdtemp(prefix="saliency-load-")
     port = _free_port()
     env = dict(os.environ, SALIENCY_DATA_DIR=data_dir, PORT=str(port))
-    log = open(Path(data_dir) / "site.log", "wb")
+    log = open(Path(data_dir) / "site.log", "wb")  # noqa: SIM115 (outlives this block: the site writes to it)
     process = subprocess.Popen([sys.executable, "-m", "saliency_site.launcher", "serve"], cwd=root, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     host = f"http://127.0.0.1:{port}"
@@ -297,8 +297,8 @@ def _fmt(value, scale: float = 1.0, digits: int = 2) -> str:
 
 
 def render(report: dict) -> str:
-    lines = [f"## Load test: {report['users']} users, {report['duration_s']} s, methods "
-             f"{', '.join(report['methods'])}{', experiment running' if report.get('experiment') else ''}", "",
+    lines = [(f"## Load test: {report['users']} users, {report['duration_s']} s, methods "
+             f"{', '.join(report['methods'])}{', experiment running' if report.get('experiment') else ''}"), "",
              "| call | requests | failures | p50 ms | p95 ms |", "|---|---:|---:|---:|---:|"]
     for name, row in report["calls"].items():
         lines.append(f"| {row['method']} {name} | {row['count']} | {row['failures']} | "
@@ -307,9 +307,9 @@ def render(report: dict) -> str:
     for kind, row in report["turnaround"].items():
         runtime = report["job_runtime"].get(kind, {}).get("p50_s")
         lines.append(f"| {kind} | {row['count']} | {_fmt(row['p50_s'])} | {_fmt(row['p95_s'])} | {_fmt(runtime)} |")
-    lines += ["", f"jobs submitted {report['jobs_submitted']}, unfinished after the drain "
+    lines += ["", (f"jobs submitted {report['jobs_submitted']}, unfinished after the drain "
                   f"{report['jobs_unfinished']}, queue drain {_fmt(report['queue_drain_s'], digits=1)} s, "
-                  f"request errors {sum(e['count'] for e in report['errors'])}, failed jobs {len(report['failed_jobs'])}"]
+                  f"request errors {sum(e['count'] for e in report['errors'])}, failed jobs {len(report['failed_jobs'])}")]
     for error in report["errors"][:10]:
         lines.append(f"- {error['method']} {error['name']}: {error['error']} (×{error['count']})")
     for failure in report["failed_jobs"][:10]:
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
             state = session.get(url)
             experiment["status_at_end"] = state.get("status")
         report["experiment"] = experiment
-    report["measured_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    report["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
     text = render(report)
     print(json.dumps(report, indent=2) if args.json else text)
     if args.out:
