@@ -108,13 +108,17 @@ def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") 
     return rows
 
 
+def _median(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
 def summarise(rows: list[dict]) -> dict:
     out = {}
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method and r["status"] == "done"]
-        med = (lambda k: statistics.median([r[k] for r in mine if r[k] is not None]) if mine else None)
-        out[method] = {"n": len(mine), "runtime_s": med("runtime_s"), "visible_after_s": med("visible_after_s"),
-                       "gap_s": med("gap_s"), "gap_max_s": max((r["gap_s"] for r in mine if r["gap_s"] is not None),
+        out[method] = {"n": len(mine), "runtime_s": _median(mine, "runtime_s"),
+                       "visible_after_s": _median(mine, "visible_after_s"), "gap_s": _median(mine, "gap_s"), "gap_max_s": max((r["gap_s"] for r in mine if r["gap_s"] is not None),
                                                                default=None)}
     return out
 
