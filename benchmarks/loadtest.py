@@ -185,7 +185,7 @@ def _user_class(host: str, methods: list[str], ledger: dict):
             ids = ",".join(u.rstrip("/").rsplit("/", 1)[-1] for u in job_urls)
             pending = set(ids.split(","))
             for url in job_urls:
-                ledger["jobs"].append((self.client.headers["Authorization"], url, submitted))
+                ledger["jobs"].append((self.client.headers["Authorization"], url, submitted, kind))
             deadline = time.monotonic() + timeout
             while pending and time.monotonic() < deadline and not ledger["stopping"]:
                 answer = self.client.get(f"/api/jobs/?ids={ids}", name="poll jobs")
@@ -252,20 +252,27 @@ def run_load(host: str, users: int = 20, duration: float = 60, methods: list[str
     # Drain: follow every submitted job not yet seen finished until it is (or the bound runs out).
     import requests
 
-    outstanding = [(auth, url) for auth, url, _ in ledger["jobs"] if f"{url}" not in ledger["finished"]]
+    # A job first seen finished here still counts in the turnaround (at the first poll that saw it).
+    outstanding = [job for job in ledger["jobs"] if job[1] not in ledger["finished"]]
     drain_deadline = time.monotonic() + drain_timeout
     while outstanding and time.monotonic() < drain_deadline:
         still = []
-        for auth, url in outstanding:
+        for job in outstanding:
+            auth, url, submitted, kind = job
             try:
                 row = requests.get(f"{host}{url}", headers={"Authorization": auth}, timeout=30).json()
             except (requests.RequestException, ValueError):
-                still.append((auth, url))
+                still.append(job)
                 continue
             if row.get("status") in FINISHED:
                 ledger["finished"][url] = time.monotonic()
+                ledger["turnaround"].setdefault(kind, []).append(time.monotonic() - submitted)
+                if row["status"] == "failed":
+                    ledger["failed_jobs"].append(f"{row.get('method_key') or kind}: {row.get('error')}")
+                elif row.get("seconds") is not None:
+                    ledger["runtime"].setdefault(kind, []).append(row["seconds"])
             else:
-                still.append((auth, url))
+                still.append(job)
         outstanding = still
         if outstanding:
             time.sleep(0.5)

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_two_users_register_upload_predict_and_explain_without_errors(live_server, celery_worker, lite0, tmp_path):
     answer = subprocess.run(
         [sys.executable, "-m", "benchmarks.loadtest", "--host", live_server.url, "--users", "2", "--spawn-rate", "2",
-         "--duration", "8", "--drain-timeout", "90", "--json", "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240)
+         "--duration", "15", "--drain-timeout", "90", "--json", "--out", str(tmp_path)],
+        check=False, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert answer.returncode == 0, answer.stderr[-3000:]
     report = json.loads((tmp_path / "loadtest-2u.json").read_text())
     assert (tmp_path / "loadtest-2u.md").read_text().startswith("## Load test: 2 users")
