@@ -146,7 +146,10 @@ def condition(name: str, host: str, load_users: int):
 def render(results: dict) -> str:
     lines = ["## Generate → map visible (median over rounds)", "",
              "| condition | method | runtime s | visible after s | gap s | worst gap s |", "|---|---|---:|---:|---:|---:|"]
-    f = (lambda v: "–" if v is None else f"{v:.2f}")
+
+    def f(v):
+        return "–" if v is None else f"{v:.2f}"
+
     for name, per_method in results["conditions"].items():
         for method, row in per_method.items():
             lines.append(f"| {name} | {method} | {f(row['runtime_s'])} | {f(row['visible_after_s'])} | "

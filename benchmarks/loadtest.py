@@ -76,7 +76,7 @@ def started_site(timeout: float = 240):
     data_dir = tempfile.mkdtemp(prefix="saliency-load-")
     port = _free_port()
     env = dict(os.environ, SALIENCY_DATA_DIR=data_dir, PORT=str(port))
-    log = open(Path(data_dir) / "site.log", "wb")  # noqa: SIM115 (outlives this block: the site writes to it)
+    log = open(Path(data_dir) / "site.log", "wb")  # outlives this block: the site writes to it
     process = subprocess.Popen([sys.executable, "-m", "saliency_site.launcher", "serve"], cwd=root, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     host = f"http://127.0.0.1:{port}"
