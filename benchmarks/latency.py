@@ -1,0 +1,191 @@
+"""Time from clicking Generate to each map visible in the browser, against the method's own runtime.
+
+    .venv/bin/python -m benchmarks.latency [--methods gradcam msgcam] [--rounds 3]
+        [--conditions idle experiment load] [--host http://127.0.0.1:8000] [--out benchmarks/results]
+
+Headless Chromium (Debian's, through Playwright) registers, opens Explain, picks a sample photo,
+ticks the methods and clicks Generate; an observer in the page stamps the moment each result card
+reports ``data-status=done`` (set once its map is drawn). The gap is visible-after minus the
+runtime the job row records (``seconds``): queueing, polling, transfer and drawing.
+
+Conditions: ``idle``; ``experiment`` (a small evaluation on the bundled localisation set queued
+first); ``load`` (``benchmarks.loadtest`` running alongside in a subprocess). Without ``--host`` the
+site is started in a fresh data folder by its launcher and stopped at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from benchmarks.loadtest import experiment_submit, started_site
+
+# Every DOM hook the benchmark relies on, in one place (ids and data attributes, not layout).
+SELECTORS = {
+    "register_username": "#id_username", "register_password1": "#id_password1",
+    "register_password2": "#id_password2", "submit": "button[type=submit]",
+    "sample": "#samples [data-sample='{key}']", "predictions_ready": "#predictions tr",
+    "method_pick": "#method-list li[data-method='{key}'] input.pick",
+    "generate": "[data-testid=generate]", "cards": "#results .card",
+}
+
+OBSERVER = """([cardsSelector]) => {
+  window.__visible = {};
+  const t0 = performance.now();
+  const seen = () => document.querySelectorAll(cardsSelector).forEach(card => {
+    const key = card.dataset.method + (card.dataset.enhance === 'true' ? '+enh' : '');
+    if ((card.dataset.status === 'done' || card.dataset.status === 'failed') && !(key in window.__visible))
+      window.__visible[key] = {ms: performance.now() - t0, status: card.dataset.status,
+                               runtime: (card.querySelector('.runtime') || {}).textContent || ''};
+  });
+  new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true,
+                                                      attributeFilter: ['data-status']});
+}"""
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        raise SystemExit("latency: Debian's chromium is required (apt install chromium)")
+    return path
+
+
+def _job_seconds(page, host: str) -> dict[str, float]:
+    """The recorded runtime of the newest map job per method key, read with the page's session."""
+    rows = page.evaluate("""async (url) => { const r = await fetch(url, {credentials: 'same-origin'});
+                            return r.json(); }""", f"{host}/api/jobs/")
+    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
+    out: dict[str, float] = {}
+    for row in sorted(rows, key=lambda r: r["id"]):
+        if row.get("kind") != "predict" and row.get("seconds") is not None:
+            out[row["method_key"] + ("+enh" if row.get("enhance") else "")] = row["seconds"]
+    return out
+
+
+def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") -> list[dict]:
+    """``rounds`` Generate clicks in one browser session; one row per method per round."""
+    from playwright.sync_api import sync_playwright
+
+    rows = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=_chromium(), headless=True,
+                                             args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        page = browser.new_context(viewport={"width": 1280, "height": 800}).new_page()
+        page.set_default_timeout(180_000)
+        password = uuid.uuid4().hex
+        page.goto(f"{host}/register/")
+        page.fill(SELECTORS["register_username"], f"lat-{uuid.uuid4().hex[:8]}")
+        page.fill(SELECTORS["register_password1"], password)
+        page.fill(SELECTORS["register_password2"], password)
+        page.click(SELECTORS["submit"])
+        page.wait_for_load_state()
+        for index in range(rounds):
+            page.goto(f"{host}/explain/")
+            page.click(SELECTORS["sample"].format(key=sample))
+            page.wait_for_selector(f"{SELECTORS['predictions_ready']} >> nth=0")
+            for key in methods:
+                page.check(SELECTORS["method_pick"].format(key=key))
+            page.evaluate(OBSERVER, [SELECTORS["cards"]])
+            page.click(SELECTORS["generate"])
+            page.wait_for_function("n => Object.keys(window.__visible).length >= n", arg=len(methods),
+                                   timeout=300_000)
+            visible = page.evaluate("window.__visible")
+            seconds = _job_seconds(page, host)
+            for key, stamp in visible.items():
+                runtime = seconds.get(key)
+                after = stamp["ms"] / 1000
+                rows.append({"round": index, "method": key, "status": stamp["status"], "runtime_s": runtime,
+                             "visible_after_s": after, "gap_s": None if runtime is None else after - runtime})
+        browser.close()
+    return rows
+
+
+def _median(rows: list[dict], key: str) -> float | None:
+    values = [r[key] for r in rows if r[key] is not None]
+    return statistics.median(values) if values else None
+
+
+def summarise(rows: list[dict]) -> dict:
+    out = {}
+    for method in sorted({r["method"] for r in rows}):
+        mine = [r for r in rows if r["method"] == method and r["status"] == "done"]
+        out[method] = {"n": len(mine), "runtime_s": _median(mine, "runtime_s"),
+                       "visible_after_s": _median(mine, "visible_after_s"), "gap_s": _median(mine, "gap_s"), "gap_max_s": max((r["gap_s"] for r in mine if r["gap_s"] is not None),
+                                                               default=None)}
+    return out
+
+
+@contextlib.contextmanager
+def condition(name: str, host: str, load_users: int):
+    if name == "experiment":
+        experiment_submit(host, images=20)
+        time.sleep(3)  # let the batch work reach the workers
+        yield
+    elif name == "load":
+        process = subprocess.Popen([sys.executable, "-m", "benchmarks.loadtest", "--host", host,
+                                    "--users", str(load_users), "--duration", "240", "--drain-timeout", "5"],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(15)  # users registered and submitting
+        try:
+            yield
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    else:
+        yield
+
+
+def render(results: dict) -> str:
+    lines = ["## Generate → map visible (median over rounds)", "",
+             "| condition | method | runtime s | visible after s | gap s | worst gap s |", "|---|---|---:|---:|---:|---:|"]
+
+    def f(v):
+        return "–" if v is None else f"{v:.2f}"
+
+    for name, per_method in results["conditions"].items():
+        for method, row in per_method.items():
+            lines.append(f"| {name} | {method} | {f(row['runtime_s'])} | {f(row['visible_after_s'])} | "
+                         f"{f(row['gap_s'])} | {f(row['gap_max_s'])} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="latency", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", help="a site already up (loopback); default: start one in a fresh data folder")
+    parser.add_argument("--methods", nargs="+", default=["gradcam", "msgcam"])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--conditions", nargs="+", default=["idle", "experiment"],
+                        choices=["idle", "experiment", "load"])
+    parser.add_argument("--load-users", type=int, default=20)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.host and not args.host.startswith(("http://127.", "http://localhost")):
+        parser.error("--host must be on loopback")
+    results = {"methods": args.methods, "rounds": args.rounds, "conditions": {}, "rows": {}}
+    with contextlib.ExitStack() as stack:
+        host = args.host.rstrip("/") if args.host else stack.enter_context(started_site())
+        for name in args.conditions:
+            with condition(name, host, args.load_users):
+                rows = measure(host, args.methods, args.rounds)
+            results["rows"][name] = rows
+            results["conditions"][name] = summarise(rows)
+    results["measured_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    text = render(results)
+    print(text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "latency.json").write_text(json.dumps(results, indent=2) + "\n")
+        (args.out / "latency.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
