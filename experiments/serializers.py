@@ -8,6 +8,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from . import selectors
+from .services.datasets import dataset_spec
 from .models import Experiment, Record
 
 
@@ -20,18 +21,26 @@ class DatasetSubsetSerializer(serializers.Serializer):
 class DatasetOptionsSerializer(serializers.Serializer):
     seed = serializers.IntegerField(required=False, help_text="sample-localisation: which generated set")
     num_images = serializers.IntegerField(required=False, min_value=1, help_text="sample-localisation: its size")
-    image_set = serializers.RegexField(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=100, required=False,
-                                       help_text="voc2007: an image-set name such as 'test' (a name, not a path)")
+    image_set = serializers.CharField(max_length=64, required=False,
+                                      help_text="voc2007: an image-set name such as 'test' (a name, not a path)")
 
 
 class DatasetSerializer(serializers.Serializer):
-    """The types of a data-set request; which kinds and paths exist is the services' check."""
+    """A data-set request. The fields document its shape; validating it is the data-set service's
+    own normaliser (``dataset_spec``: types, kinds, path fields, option names and bounds), so the
+    API and the command line refuse the same requests with the same words."""
 
     kind = serializers.CharField(max_length=100)
     paths = serializers.DictField(child=serializers.CharField(allow_blank=True, max_length=4096), required=False,
                                   help_text='path fields of the kind, e.g. {"root": "voc/VOC2007"}')
     options = DatasetOptionsSerializer(required=False)
     subset = DatasetSubsetSerializer(required=False)
+
+    def to_internal_value(self, data):
+        try:
+            return dataset_spec(data)
+        except ValueError as error:
+            raise serializers.ValidationError(str(error)) from None
 
 
 class MethodSlotSerializer(serializers.Serializer):
