@@ -119,6 +119,7 @@ INSTALLED_APPS = [
     "frontend",
     "sharing",
     "axes",                      # failed logins counted per account and per address
+    "csp",
 ]
 
 MIDDLEWARE = [
@@ -131,8 +132,25 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "axes.middleware.AxesMiddleware",   # last: turns a locked-out login into our answer
+    "axes.middleware.AxesMiddleware",   # turns a locked-out login into our answer
+    "csp.middleware.CSPMiddleware",
 ]
+
+# Only our own files may run or style a page: no inline script, style attribute or event handler.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "script-src": ["'self'"],
+        "style-src": ["'self'"],
+        "img-src": ["'self'", "data:", "blob:"],
+        "connect-src": ["'self'"],
+        "font-src": ["'self'"],
+        "object-src": ["'none'"],
+        "base-uri": ["'self'"],
+        "form-action": ["'self'"],
+        "frame-ancestors": ["'none'"],
+    },
+}
 
 ROOT_URLCONF = "saliency_site.urls"
 WSGI_APPLICATION = "saliency_site.wsgi.application"

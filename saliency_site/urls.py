@@ -1,5 +1,6 @@
 from django.contrib import admin
 from django.urls import include, path
+from csp.decorators import csp_update
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from .health import healthz
@@ -8,7 +9,9 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    # Swagger UI's page starts itself with an inline script and style: only this page may run them.
+    path("api/docs/", csp_update({"script-src": ["'unsafe-inline'"], "style-src": ["'unsafe-inline'"]})(
+        SpectacularSwaggerView.as_view(url_name="api-schema")), name="api-docs"),
     path("", include("accounts.urls")),
     path("", include("explain.urls")),
     path("", include("experiments.urls")),

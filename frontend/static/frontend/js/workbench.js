@@ -145,8 +145,8 @@ function renderPredictions() {
   for (const p of state.set.predictions) {
     const row = document.createElement("tr");
     row.dataset.index = p.index;
-    row.innerHTML = `<td style="width:22px"><input type="radio" name="target"></td><td class="name"></td>
-      <td style="width:70px"><div class="bar"></div></td><td class="mono small" style="width:52px"></td>`;
+    row.innerHTML = `<td class="w-22"><input type="radio" name="target"></td><td class="name"></td>
+      <td class="w-70"><div class="bar"></div></td><td class="mono small w-52"></td>`;
     row.querySelector(".name").textContent = p.name;
     row.querySelector(".bar").style.width = `${Math.max(2, (p.probability / top) * 100)}%`;
     row.querySelector(".mono").textContent = p.probability.toFixed(3);
@@ -189,7 +189,7 @@ function searchClasses() {
     });
     box.append(button);
   }
-  if (!hits.length) box.innerHTML = '<div class="small muted" style="padding:6px 8px">No class matches.</div>';
+  if (!hits.length) box.innerHTML = '<div class="small muted pad-6-8">No class matches.</div>';
   box.hidden = false;
 }
 
