@@ -36,7 +36,8 @@ def test_web_and_workers_share_media_weights_and_servers():
         assert [v for v in web["volumes"] if v.startswith(f"{name}:")] == [v for v in worker["volumes"] if v.startswith(f"{name}:")]
     assert set(compose()["volumes"]) >= {"media", "weights", "pgdata", "redisdata"}
     env = worker["environment"]
-    assert env == web["environment"]
+    web_only = {"HTTPS", "SECURE_PROXY_SSL_HEADER", "CSRF_TRUSTED_ORIGINS"}   # the HTTPS profile is the web's
+    assert env == {k: v for k, v in web["environment"].items() if k not in web_only}
     database = dj_database_url.parse(env["DATABASE_URL"].replace("${POSTGRES_PASSWORD:-saliency}", "x"))
     assert database["HOST"] == "postgres" and database["ENGINE"].endswith("postgresql")
     assert env["CELERY_BROKER_URL"].startswith("redis://redis:")
@@ -53,3 +54,10 @@ def test_the_image_installs_the_pinned_requirements():
     assert "pip install -r requirements.txt" in dockerfile
     pins = (BASE_DIR / "requirements.txt").read_text()
     assert "torch==2.14.1" in pins and "torchvision==0.29.1" in pins
+
+
+def test_web_service_alone_runs_the_https_profile():
+    services = compose()["services"]
+    assert services["web"]["environment"]["HTTPS"].startswith("${HTTPS:-1}")
+    assert "X-Forwarded-Proto" in services["web"]["environment"]["SECURE_PROXY_SSL_HEADER"]
+    assert "HTTPS" not in services["worker"]["environment"]
