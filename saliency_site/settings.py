@@ -141,7 +141,9 @@ CONTENT_SECURITY_POLICY = {
     "DIRECTIVES": {
         "default-src": ["'self'"],
         "script-src": ["'self'"],
-        "style-src": ["'self'"],
+        # Scripts are the site's own files only; inline styles are still allowed, because the pages'
+        # modules build some markup with style attributes (the next thing to tighten).
+        "style-src": ["'self'", "'unsafe-inline'"],
         "img-src": ["'self'", "data:", "blob:"],
         "connect-src": ["'self'"],
         "font-src": ["'self'"],
@@ -216,6 +218,7 @@ _MULTIPART_OVERHEAD = 1024 * 1024   # the form's other fields and part headers
 REQUEST_BODY_LIMITS = [   # (method, path prefix, bytes): the first match wins
     ("POST", "/api/images/", MAX_IMAGE_UPLOAD_BYTES + _MULTIPART_OVERHEAD),
     ("POST", "/api/models/", MAX_WEIGHTS_UPLOAD_BYTES + _MULTIPART_OVERHEAD),
+    ("POST", "/models/", MAX_WEIGHTS_UPLOAD_BYTES + _MULTIPART_OVERHEAD),      # the Models page's upload forms
 ]
 REQUEST_BODY_READ_TIMEOUT = env_int("REQUEST_BODY_READ_TIMEOUT", 30)
 

@@ -37,7 +37,9 @@ def test_a_worker_lost_for_good_has_its_shards_requeued_by_the_sweep(worker_fact
     run.refresh_from_db()
     assert run.status == Experiment.Status.DONE, run.error
     for shard in Shard.objects.filter(pk__in=orphaned):
-        assert shard.status == Shard.Status.DONE and shard.attempts >= 2 and shard.worker == rescuer.hostname
+        # requeued by the sweep and finished elsewhere (by the rescuer, or by the session's worker
+        # where the whole suite runs and it also takes the batch queue)
+        assert shard.status == Shard.Status.DONE and shard.attempts >= 2 and shard.worker != doomed.hostname
     assert "their worker stopped" in rescuer.log_path.read_text()
     assert_same_records(run, reference())
 

@@ -13,6 +13,7 @@ BASE_DIR = Path(__file__).resolve().parents[2]
 
 def _run(code_or_args: list[str], **env: str) -> subprocess.CompletedProcess:
     environment = {**os.environ, "SECRET_KEY": secrets.token_urlsafe(50), **env}
+    environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)   # set for the browser tests, never in deployment
     return subprocess.run([sys.executable, *code_or_args], cwd=BASE_DIR, env=environment,
                           capture_output=True, text=True, timeout=120)
 

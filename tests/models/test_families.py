@@ -37,8 +37,9 @@ EXPECTED_UNSUPPORTED = {
 }
 # Group-CAM keeps only the groups whose masked image raises the target's probability above a
 # blurred baseline; on these random MobileNet/Swin weights none does, so its map is all zero
-# (not a zero-gradient layer: it uses no gradients of the map's layer for its scores).
-MAY_BE_ZERO = {("groupcam", "mobilenet"), ("groupcam", "swin")}
+# (not a zero-gradient layer: it uses no gradients of the map's layer for its scores). MSG-CAM
+# scores its multi-scale groups the same way, so on the random MobileNet it may be zero too.
+MAY_BE_ZERO = {("groupcam", "mobilenet"), ("groupcam", "swin"), ("msgcam", "mobilenet")}
 FAST = {"rise": {"masks": 64}, "scorecam": {"batch_size": 16}}
 
 

@@ -179,7 +179,8 @@ def test_walkthrough(live_server, celery_worker, builtin_models, plain_static, p
     dark_50 = black_fraction(page, canvases)
     total = page.eval_on_selector(canvases, "c => c.width * c.height")
     for k10, k50 in zip(kept_10, kept_50):
-        assert k10 == round(0.1 * total) and k50 == round(0.5 * total)
+        # the asked share, plus the pixels tied with the last one kept (ties at the cut go together)
+        assert round(0.1 * total) <= k10 <= round(0.101 * total) and round(0.5 * total) <= k50 <= round(0.501 * total)
     assert dark_10 > dark_50 >= 0.45
     page.locator("#ratio").fill("25")
     shot(page, "segment")
