@@ -55,7 +55,7 @@ def test_submit_watch_read_export_and_share_a_run(live_server, celery_worker, li
     page.wait_for_url(re.compile(r"/experiments/\d+/$"))
     assert page.inner_text("[data-testid=estimate]").endswith(" s")
 
-    page.wait_for_function("document.querySelector('[data-testid=run-status]').textContent === 'done'", timeout=120_000)
+    page.wait_for_function("() => document.querySelector('[data-testid=run-status]').textContent === 'done'", timeout=120_000)
     assert "4 / 4" in page.inner_text("[data-testid=progress-text]")
     assert "100 %" in page.inner_text("[data-testid=progress-text]")
     # opened while the run was queued: the actual time shows without a reload
@@ -69,7 +69,7 @@ def test_submit_watch_read_export_and_share_a_run(live_server, celery_worker, li
     page.wait_for_selector(".drill-card canvas")
     assert page.locator(".drill-card").count() >= 4      # 2 methods × 2 protocols, ≥ 1 class each
     # Each card's canvas takes the image's size once the image and the map are drawn.
-    page.wait_for_function("[...document.querySelectorAll('.drill-card canvas')].every(c => c.width === 224)")
+    page.wait_for_function("() => [...document.querySelectorAll('.drill-card canvas')].every(c => c.width === 224)")
 
     shot(page, "experiment-run")
     with page.expect_download() as download:
@@ -78,7 +78,7 @@ def test_submit_watch_read_export_and_share_a_run(live_server, celery_worker, li
     assert "browser run" in text and "chefer-segmentation-v1" in text and lite0.weights_sha256 in text
 
     page.click("[data-testid=share]")
-    page.wait_for_function("document.querySelector('[data-testid=share-url]').value.includes('/s/')")
+    page.wait_for_function("() => document.querySelector('[data-testid=share-url]').value.includes('/s/')")
     link = page.input_value("[data-testid=share-url]")
     public = browser.new_context().new_page()
     try:

@@ -24,7 +24,8 @@ def test_a_worker_lost_for_good_has_its_shards_requeued_by_the_sweep(worker_fact
         experiment=run, status=Shard.Status.RUNNING, worker=doomed.hostname).exists(), 180, "a shard under way")
     doomed.kill()
     assert units_written(run) < run.units_total, "the run finished before the worker could be killed"
-    orphaned = list(Shard.objects.filter(experiment=run, status=Shard.Status.RUNNING).values_list("pk", flat=True))
+    orphaned = list(Shard.objects.filter(experiment=run, status=Shard.Status.RUNNING,
+                                         worker=doomed.hostname).values_list("pk", flat=True))
     assert orphaned
     # Still marked running, but its worker is gone: the progress does not count it.
     live = live_workers(max_age=0)
