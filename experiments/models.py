@@ -68,6 +68,8 @@ class Experiment(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    prepare_sent_at = models.DateTimeField(null=True, blank=True,
+                                           help_text="when the message that builds its data set was last sent")
 
     objects = ExperimentQuerySet.as_manager()
 

@@ -28,6 +28,10 @@ INTERACTIVE_QUEUE = "interactive"
 #: not answer (or answers without running it), is requeued.
 STALE_AFTER_INTERVALS = 5
 
+#: A run still preparing this long after its data-set message was sent has its message sent again
+#: (building the largest generated set takes well under a minute).
+PREPARE_RESEND_AFTER_S = 120
+
 #: Lost connections (a restarted PostgreSQL or Redis) are worth waiting out, not failing the run.
 TRANSIENT_ERRORS = (OperationalError, InterfaceError, ConnectionError)
 
@@ -105,3 +109,9 @@ def requeue_stale_shards() -> list[int]:
         return []  # the broker is down: nothing can be requeued, and nothing is known about workers
     return services.shards_requeue_stale(
         live=live, stale_after=STALE_AFTER_INTERVALS * services.PROGRESS_EVERY_SECONDS)
+
+
+@shared_task(name="experiments.tasks.resend_lost_preparations", ignore_result=True)
+def resend_lost_preparations() -> list[int]:
+    """Periodic (Celery beat): runs left "preparing" by a lost message or a dead worker are sent again."""
+    return services.experiments_prepare_resend(older_than=PREPARE_RESEND_AFTER_S)

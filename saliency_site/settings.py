@@ -308,6 +308,8 @@ CELERY_BEAT_SCHEDULE = {
                              "options": {"expires": SWEEP_EVERY_SECONDS}},
     "requeue-stale-jobs": {"task": "explain.tasks.requeue_stale_jobs", "schedule": SWEEP_EVERY_SECONDS,
                            "options": {"expires": SWEEP_EVERY_SECONDS}},
+    "resend-lost-preparations": {"task": "experiments.tasks.resend_lost_preparations",
+                                 "schedule": SWEEP_EVERY_SECONDS, "options": {"expires": SWEEP_EVERY_SECONDS}},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 

@@ -47,6 +47,7 @@ from .runs import (
     experiment_create,
     experiment_delete,
     experiment_prepare,
+    experiments_prepare_resend,
     experiment_resume,
     experiment_start,
     experiment_submit,
@@ -62,7 +63,7 @@ __all__ = [
     "DatasetKind", "Evaluator", "InputError", "NotAvailable", "StateError",
     "baseline_map", "check_protocol_fits", "dataset_expected", "dataset_needs_build", "dataset_open", "dataset_spec", "experiment_aggregate",
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
-    "experiment_estimate", "experiment_prepare", "experiment_resume", "experiment_run_sync", "experiment_start",
+    "experiment_estimate", "experiment_prepare", "experiments_prepare_resend", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
     "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]

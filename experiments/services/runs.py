@@ -99,7 +99,7 @@ def experiment_create(
         seed=int(seed), shard_size=shard_size,
         status=Experiment.Status.PREPARING if prepare else Experiment.Status.SCHEDULED, scheduled_for=start_at,
         after_current=bool(after_current), num_images=num_images, units_total=num_images * len(entries),
-        estimated_seconds=estimate, estimate_basis=basis,
+        estimated_seconds=estimate, estimate_basis=basis, prepare_sent_at=timezone.now() if prepare else None,
     )
     if prepare:
         from ..tasks import prepare_dataset  # here, not at the top: the tasks module imports this package
@@ -109,6 +109,30 @@ def experiment_create(
     elif submit:
         experiment = experiment_submit(experiment=experiment)
     return experiment
+
+
+def experiments_prepare_resend(*, older_than: float) -> list[int]:
+    """Send the "build the data set" message again for runs that have been preparing for more than
+    ``older_than`` seconds since it was last sent: a message lost with a Redis that died before
+    persisting it, or a worker that died building the set, would leave the run preparing for ever.
+
+    ``experiment_prepare`` is idempotent, so a resend that crosses a slow build costs one cached
+    look-up. Returns the runs' primary keys.
+    """
+    from ..tasks import prepare_dataset  # here, not at the top: the tasks module imports this package
+
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=older_than)
+    pks = list(Experiment.objects.filter(status=Experiment.Status.PREPARING)
+               .filter(Q(prepare_sent_at__lt=cutoff) | Q(prepare_sent_at__isnull=True, created_at__lt=cutoff))
+               .values_list("pk", flat=True))
+    for pk in pks:
+        # Stamped first: a broker that refuses the message is tried again after another interval.
+        Experiment.objects.filter(pk=pk).update(prepare_sent_at=now)
+        prepare_dataset.delay(pk)
+    if pks:
+        logger.warning("runs still preparing after %.0f s: their data-set message was sent again: %s", older_than, pks)
+    return pks
 
 
 def experiment_prepare(*, experiment: Experiment) -> Experiment:
