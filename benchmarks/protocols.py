@@ -1,0 +1,234 @@
+"""Protocol throughput: images per minute per method under each evaluation protocol, against the
+floor of the model passes the protocol needs.
+
+``./run bench-protocols`` (``python -m benchmarks.protocols``)::
+
+    python -m benchmarks.protocols                                   # every protocol with model passes
+    python -m benchmarks.protocols --protocols thesis-v1 --methods gradcam msgcam --images 2
+
+For every (protocol, method, plain or enhanced), each image of ``--images`` photos is run
+through the protocol's family runner (:func:`experiments.core.metrics.run_protocol`) as a
+worker runs it. The time splits into the explainer's (the maps: the method's own cost, which
+``./run bench`` measures against its floor) and the evaluation's (the rest: the protocol's
+perturbed inputs and model passes). The evaluation's *floor* is the family's declared model
+passes per image (:meth:`MetricFamily.cost`, the cost prior of the estimates) times the
+per-image seconds of one forward pass at the best batch size measured in the same run; the
+*ratio* is floor ÷ evaluation seconds (1.0: nothing but the passes). Families without model
+passes (complexity, random-logit) report their evaluation seconds only.
+
+The photos have no ground truth: each one's label is the model's clean top-1, which is what
+a protocol that explains the target class then explains. Results go to
+``benchmarks/results/<name>.{json,md}`` (default ``protocols-<timestamp>``).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from explain import cpu_memory
+
+HUGE_PAGES, HEAP_KEPT = cpu_memory.apply()      # before any tensor exists: as the site runs
+
+from experiments.core.metrics import ImageContext, get_family, run_protocol  # noqa: E402 - after the allocator settings
+from experiments.core.protocols import get_protocol, protocol_names  # noqa: E402 - after the allocator settings
+from explain.core.engine import explain, library_versions  # noqa: E402 - after the allocator settings
+from explain.core.registry import methods_for  # noqa: E402 - after the allocator settings
+
+from .bench import RESULTS, device_name, get_classifier  # noqa: E402 - after the allocator settings
+
+logger = logging.getLogger("benchmarks.protocols")
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "stereo_motorcycle")
+#: Families whose data needs the photos cannot meet (boxes, masks), or that re-run the model's
+#: randomisation cascade (sanity: its cost is the explainer's, many times over).
+SKIPPED_FAMILIES = {"pointing", "segmentation", "sanity"}
+DEFAULT_METHODS = ("gradcam", "msgcam")
+
+
+@dataclass(frozen=True)
+class Photo:
+    """A bundled photo as a data-set sample: its key and (the model's clean top-1) label."""
+
+    key: str
+    label: int
+
+
+def load_photos(count: int):
+    import skimage.data
+    from PIL import Image
+
+    out = []
+    for i in range(count):
+        name = PHOTOS[i % len(PHOTOS)]
+        pixels = getattr(skimage.data, name)()
+        if isinstance(pixels, tuple):
+            pixels = pixels[0]
+        out.append((name, Image.fromarray(pixels).convert("RGB")))
+    return out
+
+
+def default_protocols() -> list[str]:
+    return [n for n in protocol_names() if get_protocol(n).metric not in SKIPPED_FAMILIES]
+
+
+class TimedExplainer:
+    """The explainer a worker hands a family, with the seconds it took summed up."""
+
+    def __init__(self, classifier, key: str, enhance: bool, params: dict):
+        self.classifier, self.key, self.enhance, self.params = classifier, key, enhance, params
+        self.seconds = 0.0
+
+    def __call__(self, module, batch, targets):
+        started = time.perf_counter()
+        maps = explain(self.classifier, batch, self.key, targets=list(targets), params=self.params,
+                       enhance=self.enhance or None)
+        out = torch.stack([e.saliency for e in maps])
+        _sync(batch.device)
+        self.seconds += time.perf_counter() - started
+        return out
+
+
+def _sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_seconds_per_image(classifier, size: int, batch_sizes, repeats: int) -> tuple[float, int]:
+    """Fastest seconds per image of a no-gradient forward pass, and the batch size it came at."""
+    best = (float("inf"), 0)
+    with torch.no_grad():
+        for b in batch_sizes:
+            x = torch.randn(b, 3, size, size, generator=torch.Generator().manual_seed(b)).to(classifier.device)
+            classifier.module(x)                      # warm-up
+            _sync(classifier.device)
+            for _ in range(repeats):
+                started = time.perf_counter()
+                classifier.module(x)
+                _sync(classifier.device)
+                per_image = (time.perf_counter() - started) / b
+                best = min(best, (per_image, b))
+    return best
+
+
+def run(args) -> dict:
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    classifier, weights = get_classifier(args.model, device)
+    photos = load_photos(args.images)
+    methods = [m for m in args.methods if m in set(methods_for(classifier))]
+    skipped = sorted(set(args.methods) - set(methods))
+    if skipped:
+        logger.warning("%s cannot run %s; skipped", args.model, ", ".join(skipped))
+    params = {"rise": {"masks": args.rise_masks}}
+
+    rows, floors = [], {}
+    for name in args.protocols:
+        protocol = get_protocol(name)
+        family = get_family(protocol.metric)
+        size = protocol.preprocessing.size
+        if size not in floors:
+            floors[size] = forward_seconds_per_image(classifier, size, args.batch_sizes, args.repeats)
+        passes = family.cost(protocol).model_passes
+        # Labels (the clean top-1 under this protocol's preprocessing), outside the timing.
+        samples = []
+        for photo_key, image in photos:
+            probe = ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                                 image=image, device=device)
+            samples.append((Photo(photo_key, probe.top1(protocol.preprocessing)), image))
+
+        def unit(explainer, index, sample, image):
+            ctx = ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                               sample=sample, image=image, explainer=explainer,
+                               num_classes=len(classifier.class_names), seed=0, index=index, device=device)
+            run_protocol(protocol, ctx)
+
+        for key in methods:
+            for enhance in (False, True):
+                # One untimed unit first: lazy imports, allocator and kernel warm-up.
+                unit(TimedExplainer(classifier, key, enhance, params.get(key, {})), 0, *samples[0])
+                explainer = TimedExplainer(classifier, key, enhance, params.get(key, {}))
+                started = time.perf_counter()
+                for index, (sample, image) in enumerate(samples):
+                    unit(explainer, index, sample, image)
+                _sync(device)
+                total = (time.perf_counter() - started) / len(photos)
+                explain_s = explainer.seconds / len(photos)
+                evaluation = max(total - explain_s, 1e-9)
+                floor = passes * floors[size][0]
+                rows.append({
+                    "protocol": name, "metric": protocol.metric, "method": key, "enhanced": enhance,
+                    "images_per_minute": 60.0 / total, "seconds_per_image": total, "explain_seconds": explain_s,
+                    "evaluation_seconds": evaluation, "model_passes": passes,
+                    "floor_seconds": floor if passes else None,
+                    "ratio": floor / evaluation if passes else None,
+                })
+                logger.info("%-24s %-10s %-8s %6.1f img/min  eval %.3f s  floor %s", name, key,
+                            "enhanced" if enhance else "plain", 60.0 / total, evaluation,
+                            f"{floor:.3f} s" if passes else "-")
+    return {
+        "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.node(), "device": device_name(device), "threads": args.threads,
+        "model": args.model, "weights": weights, "images": args.images,
+        "forward_floor": {str(s): {"seconds_per_image": t, "batch_size": b} for s, (t, b) in floors.items()},
+        "versions": library_versions(), "huge_pages": HUGE_PAGES, "heap_kept": HEAP_KEPT,
+        "rows": rows,
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [f"# Protocol throughput: {result['model']} ({result['weights']} weights) on {result['device']}, "
+             f"{result['threads']} threads, {result['images']} photos, {result['when']}", ""]
+    for size, f in result["forward_floor"].items():
+        lines.append(f"One forward pass at {size}×{size}: {f['seconds_per_image'] * 1e3:.2f} ms per image "
+                     f"(best batch {f['batch_size']}).")
+    lines += ["", "| protocol | method | maps | images/min | explain s/img | evaluation s/img | passes | floor s/img | floor ÷ evaluation |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in result["rows"]:
+        floor = "–" if r["floor_seconds"] is None else f"{r['floor_seconds']:.3f}"
+        ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
+        lines.append(f"| {r['protocol']} | {r['method']} | {'enhanced' if r['enhanced'] else 'plain'} | "
+                     f"{r['images_per_minute']:.1f} | {r['explain_seconds']:.3f} | {r['evaluation_seconds']:.3f} | "
+                     f"{r['model_passes']:g} | {floor} | {ratio} |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="bench-protocols", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="efficientnet_lite0")
+    parser.add_argument("--protocols", nargs="+", default=None,
+                        help="protocol names (default: every protocol the photos can run)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS))
+    parser.add_argument("--images", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats of each forward batch size")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32, 64], dest="batch_sizes")
+    parser.add_argument("--rise-masks", type=int, default=256, dest="rise_masks")
+    parser.add_argument("--threads", type=int, default=max(1, torch.get_num_threads()))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--name", default=None, help="results file stem (default: protocols-<timestamp>)")
+    args = parser.parse_args(argv)
+    args.protocols = args.protocols or default_protocols()
+    unknown = [p for p in args.protocols if p not in protocol_names()]
+    if unknown:
+        parser.error(f"unknown protocol(s) {unknown}; known: {protocol_names()}")
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    result = run(args)
+    text = markdown(result)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = args.name or "protocols-" + dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    (args.out / f"{stem}.json").write_text(json.dumps(result, indent=1))
+    (args.out / f"{stem}.md").write_text(text)
+    print(text)
+    print(f"written to {args.out / stem}.{{json,md}}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

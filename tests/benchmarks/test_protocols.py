@@ -1,0 +1,40 @@
+"""The protocol throughput benchmark, run briefly on the real EfficientNet-Lite0: its report's
+shape and arithmetic are checked (the floor is the family's declared passes times the measured
+forward pass), not its timings, which are measurements."""
+import json
+
+import pytest
+
+from benchmarks import protocols
+from experiments.core.metrics import get_family
+from experiments.core.protocols import get_protocol
+
+
+def test_default_protocols_leave_out_the_families_the_photos_cannot_run():
+    names = protocols.default_protocols()
+    assert "thesis-v1" in names and "complexity-v1" in names
+    assert not {get_protocol(n).metric for n in names} & protocols.SKIPPED_FAMILIES
+
+
+def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(tmp_path):
+    assert protocols.main(["--protocols", "bhatt-faithfulness-v1", "complexity-v1", "--methods", "gradcam",
+                           "--images", "1", "--repeats", "1", "--batch-sizes", "1", "8",
+                           "--out", str(tmp_path), "--name", "short"]) == 0
+    result = json.loads((tmp_path / "short.json").read_text())
+    forward = result["forward_floor"]["224"]["seconds_per_image"]
+    assert forward > 0 and result["forward_floor"]["224"]["batch_size"] in (1, 8)
+    rows = {(r["protocol"], r["enhanced"]): r for r in result["rows"]}
+    assert set(rows) == {(p, e) for p in ("bhatt-faithfulness-v1", "complexity-v1") for e in (False, True)}
+    for (name, _), row in rows.items():
+        passes = get_family(get_protocol(name).metric).cost(get_protocol(name)).model_passes
+        assert row["model_passes"] == passes
+        assert row["seconds_per_image"] == pytest.approx(row["explain_seconds"] + row["evaluation_seconds"], rel=1e-6)
+        assert row["images_per_minute"] == pytest.approx(60 / row["seconds_per_image"])
+        if passes:
+            assert row["floor_seconds"] == pytest.approx(passes * forward)
+            assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
+        else:
+            assert row["floor_seconds"] is None and row["ratio"] is None
+    # The enhancement costs explainer time, not evaluation passes.
+    assert rows[("complexity-v1", True)]["explain_seconds"] > rows[("complexity-v1", False)]["explain_seconds"]
+    assert (tmp_path / "short.md").read_text().startswith("# Protocol throughput: efficientnet_lite0")
