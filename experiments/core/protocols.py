@@ -32,6 +32,7 @@ __all__ = [
     "ComplexityProtocol",
     "RandomLogitProtocol",
     "FaithfulnessCorrelationProtocol",
+    "RoadProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -328,13 +329,42 @@ class FaithfulnessCorrelationProtocol(Protocol):
             raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
 
 
+@dataclass(frozen=True)
+class RoadProtocol(Protocol):
+    """ROAD (Rong et al., ICML 2022): the most (MoRF) or least (LeRF) relevant ``p`` of pixels
+    replaced by a noisy linear imputation (neighbour means, then Gaussian noise of std ``noise``
+    in pixel space); top-1 accuracy against ``reference`` at every ``p``. See
+    :mod:`experiments.core.metrics.road`.
+    """
+
+    metric: ClassVar[str] = "road"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    #: The authors' no-retraining fractions.
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+    noise: float = 0.01
+    #: Accuracy against the ground-truth ``"label"`` (the paper) or the clean top-1 ``"prediction"``.
+    reference: str = "label"
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        f = tuple(self.fractions)
+        if not f or list(f) != sorted(set(f)) or not all(0 < v < 1 for v in f):
+            raise ValueError(f"fractions must increase strictly inside (0, 1), not {f}")
+        if not isinstance(self.noise, (int, float)) or not self.noise >= 0:
+            raise ValueError(f"noise must be a standard deviation >= 0, not {self.noise!r}")
+        if self.reference not in ("label", "prediction"):
+            raise ValueError(f"reference must be 'label' or 'prediction', not {self.reference!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
     for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
-                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol)
+                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol, RoadProtocol)
 }
 _lock = threading.RLock()
 
@@ -528,4 +558,12 @@ def _bhatt_faithfulness_v1() -> Protocol:
     return FaithfulnessCorrelationProtocol(
         name="bhatt-faithfulness-v1",
         description="Faithfulness correlation (Bhatt et al. 2020): 100 random subsets of 224 pixels set to black at 224×224; Pearson correlation of saliency sums with logit drops.",
+    )
+
+
+@register_protocol("road-v1")
+def _road_v1() -> Protocol:
+    return RoadProtocol(
+        name="road-v1",
+        description="ROAD (Rong et al. 2022): 224×224, the most (MoRF) / least (LeRF) relevant 10–50, 70, 90 % of pixels replaced by noisy linear imputation (σ = 0.01); top-1 accuracy against the label.",
     )

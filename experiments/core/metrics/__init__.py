@@ -27,6 +27,7 @@ from .base import Cost, ImageContext, MetricFamily
 from .complexity import ComplexityRecord
 from .faithfulness import FaithfulnessRecord
 from .random_logit import RandomLogitRecord
+from .road import RoadRecord
 from .registry import family_keys, family_of, get_family, register_metric
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
 
@@ -40,6 +41,7 @@ RECORD_TYPES = {
     "complexity": ComplexityRecord,
     "random-logit": RandomLogitRecord,
     "faithfulness-correlation": FaithfulnessRecord,
+    "road": RoadRecord,
 }
 
 
