@@ -33,6 +33,8 @@ __all__ = [
     "RandomLogitProtocol",
     "FaithfulnessCorrelationProtocol",
     "RoadProtocol",
+    "InfidelityProtocol",
+    "MaxSensitivityProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -358,13 +360,62 @@ class RoadProtocol(Protocol):
             raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
 
 
+@dataclass(frozen=True)
+class InfidelityProtocol(Protocol):
+    """Infidelity (Yeh et al., NeurIPS 2019): ``samples`` Gaussian perturbations ``I`` of std
+    ``sigma`` in pixel space; the mean squared gap between ``Iᵀ·map`` and the drop of the
+    explained class's logit, after the paper's optimal scaling of the map (``scaling="optimal"``)
+    or without it (``"none"``). See :mod:`experiments.core.metrics.infidelity`.
+    """
+
+    metric: ClassVar[str] = "infidelity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    samples: int = 10
+    sigma: float = 0.1
+    scaling: str = "optimal"
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {self.samples!r}")
+        if not isinstance(self.sigma, (int, float)) or not self.sigma > 0:
+            raise ValueError(f"sigma must be a positive standard deviation, not {self.sigma!r}")
+        if self.scaling not in ("optimal", "none"):
+            raise ValueError(f"scaling must be 'optimal' or 'none', not {self.scaling!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
+@dataclass(frozen=True)
+class MaxSensitivityProtocol(Protocol):
+    """Max-sensitivity (Yeh et al., NeurIPS 2019): ``samples`` inputs drawn uniformly from the
+    L∞ ball of ``radius`` around the image (pixel space), each explained again by the method;
+    the largest ``‖map(x') − map(x)‖ / ‖map(x)‖``. See :mod:`experiments.core.metrics.sensitivity`.
+    """
+
+    metric: ClassVar[str] = "max-sensitivity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    samples: int = 5
+    radius: float = 0.02
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {self.samples!r}")
+        if not isinstance(self.radius, (int, float)) or not self.radius > 0:
+            raise ValueError(f"radius must be positive, not {self.radius!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
     for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
-                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol, RoadProtocol)
+                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol, RoadProtocol,
+                InfidelityProtocol, MaxSensitivityProtocol)
 }
 _lock = threading.RLock()
 
@@ -566,4 +617,20 @@ def _road_v1() -> Protocol:
     return RoadProtocol(
         name="road-v1",
         description="ROAD (Rong et al. 2022): 224×224, the most (MoRF) / least (LeRF) relevant 10–50, 70, 90 % of pixels replaced by noisy linear imputation (σ = 0.01); top-1 accuracy against the label.",
+    )
+
+
+@register_protocol("yeh-infidelity-v1")
+def _yeh_infidelity_v1() -> Protocol:
+    return InfidelityProtocol(
+        name="yeh-infidelity-v1",
+        description="Infidelity (Yeh et al. 2019): 224×224, 10 Gaussian perturbations (σ = 0.1 in pixel space) of the predicted class's logit, map optimally scaled as in the paper; lower is better.",
+    )
+
+
+@register_protocol("yeh-max-sensitivity-v1")
+def _yeh_max_sensitivity_v1() -> Protocol:
+    return MaxSensitivityProtocol(
+        name="yeh-max-sensitivity-v1",
+        description="Max-sensitivity (Yeh et al. 2019): 224×224, 5 inputs uniform in the L∞ ball of radius 0.02 (pixel space) re-explained by the method; largest relative change of the map (Frobenius norm); lower is better.",
     )

@@ -12,6 +12,7 @@ from experiments.core.metrics import (
 )
 
 from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord, RoadRecord
+from experiments.core.metrics import InfidelityRecord, SensitivityRecord
 
 RECORDS = [
     CausalRecord(3, 4, 0.5, 40.0, 10.0, (0.1, 0.5, 0.9), (0.9, 0.2, 0.1)),
@@ -23,6 +24,8 @@ RECORDS = [
     RandomLogitRecord(3, 1, 0.2, 0.4),
     FaithfulnessRecord(3, 0.3),
     RoadRecord(3, 3, 3, (0.5, 0.9), (3, 1), (3, 3), (0.6, 0.1), (0.9, 0.8)),
+    InfidelityRecord(3, 0.5, 1.2, 2.0),
+    SensitivityRecord(3, 0.4, (0.1, 0.4)),
 ]
 
 
