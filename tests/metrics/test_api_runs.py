@@ -38,6 +38,7 @@ def test_a_run_with_the_new_families_finishes_on_a_worker(alice_api, lite0, cele
     gradcam = next(m["slot"] for m in run.methods if m["key"] == "gradcam")
     assert basis[f"{gradcam}|sensitivity-fast"]["explainer_runs_per_image"] == 3       # the map and two re-explanations
     assert basis[f"{gradcam}|road-fast"]["model_passes_per_image"] == 5
+    assert basis[f"{gradcam}|road-fast"]["cpu_seconds_per_image"] > 0              # the imputations' solves
 
     blocks = {b["name"]: b for b in alice_api.get(f"/api/experiments/{pk}/").json()["results"]["protocols"]}
     assert set(blocks) == {p["name"] for p in PROTOCOLS}

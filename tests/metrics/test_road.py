@@ -170,6 +170,7 @@ def test_family_declares_labels_unless_compared_with_the_prediction():
     assert family.needs(copy_protocol("road-v1", "road-pred", reference="prediction")) == set()
     cost = family.cost(get_protocol("road-v1"))
     assert cost.model_passes == 2 * 7 + 1
+    assert cost.cpu_seconds == pytest.approx(14 * 0.7)       # the sparse solves are in the estimate
     with pytest.raises(ValueError, match="fractions"):
         copy_protocol("road-v1", "road-bad", fractions=(0.5, 1.0))
 
