@@ -32,6 +32,9 @@ __all__ = [
     "ComplexityProtocol",
     "RandomLogitProtocol",
     "FaithfulnessCorrelationProtocol",
+    "RoadProtocol",
+    "InfidelityProtocol",
+    "MaxSensitivityProtocol",
     "register_protocol",
     "get_protocol",
     "protocol_names",
@@ -328,13 +331,91 @@ class FaithfulnessCorrelationProtocol(Protocol):
             raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
 
 
+@dataclass(frozen=True)
+class RoadProtocol(Protocol):
+    """ROAD (Rong et al., ICML 2022): the most (MoRF) or least (LeRF) relevant ``p`` of pixels
+    replaced by a noisy linear imputation (neighbour means, then Gaussian noise of std ``noise``
+    in pixel space); top-1 accuracy against ``reference`` at every ``p``. See
+    :mod:`experiments.core.metrics.road`.
+    """
+
+    metric: ClassVar[str] = "road"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    #: The authors' no-retraining fractions.
+    fractions: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9)
+    noise: float = 0.01
+    #: Accuracy against the ground-truth ``"label"`` (the paper) or the clean top-1 ``"prediction"``.
+    reference: str = "label"
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        f = tuple(self.fractions)
+        if not f or list(f) != sorted(set(f)) or not all(0 < v < 1 for v in f):
+            raise ValueError(f"fractions must increase strictly inside (0, 1), not {f}")
+        if not isinstance(self.noise, (int, float)) or not self.noise >= 0:
+            raise ValueError(f"noise must be a standard deviation >= 0, not {self.noise!r}")
+        if self.reference not in ("label", "prediction"):
+            raise ValueError(f"reference must be 'label' or 'prediction', not {self.reference!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
+@dataclass(frozen=True)
+class InfidelityProtocol(Protocol):
+    """Infidelity (Yeh et al., NeurIPS 2019): ``samples`` Gaussian perturbations ``I`` of std
+    ``sigma`` in pixel space; the mean squared gap between ``Iᵀ·map`` and the drop of the
+    explained class's logit, after the paper's optimal scaling of the map (``scaling="optimal"``)
+    or without it (``"none"``). See :mod:`experiments.core.metrics.infidelity`.
+    """
+
+    metric: ClassVar[str] = "infidelity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    samples: int = 10
+    sigma: float = 0.1
+    scaling: str = "optimal"
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {self.samples!r}")
+        if not isinstance(self.sigma, (int, float)) or not self.sigma > 0:
+            raise ValueError(f"sigma must be a positive standard deviation, not {self.sigma!r}")
+        if self.scaling not in ("optimal", "none"):
+            raise ValueError(f"scaling must be 'optimal' or 'none', not {self.scaling!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
+@dataclass(frozen=True)
+class MaxSensitivityProtocol(Protocol):
+    """Max-sensitivity (Yeh et al., NeurIPS 2019): ``samples`` inputs drawn uniformly from the
+    L∞ ball of ``radius`` around the image (pixel space), each explained again by the method;
+    the largest ``‖map(x') − map(x)‖ / ‖map(x)‖``. See :mod:`experiments.core.metrics.sensitivity`.
+    """
+
+    metric: ClassVar[str] = "max-sensitivity"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    samples: int = 5
+    radius: float = 0.02
+    explain: str = "predicted"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise ValueError(f"samples must be a positive integer, not {self.samples!r}")
+        if not isinstance(self.radius, (int, float)) or not self.radius > 0:
+            raise ValueError(f"radius must be positive, not {self.radius!r}")
+        if self.explain not in ("predicted", "target"):
+            raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+
+
 # --------------------------------------------------------------------------- registry
 
 _PROTOCOLS: dict[str, Protocol] = {}
 _CLASSES: dict[str, type[Protocol]] = {
     cls.metric: cls
     for cls in (InsertionDeletionProtocol, PerturbationProtocol, PointingProtocol, SegmentationProtocol, SanityProtocol,
-                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol)
+                ComplexityProtocol, RandomLogitProtocol, FaithfulnessCorrelationProtocol, RoadProtocol,
+                InfidelityProtocol, MaxSensitivityProtocol)
 }
 _lock = threading.RLock()
 
@@ -528,4 +609,28 @@ def _bhatt_faithfulness_v1() -> Protocol:
     return FaithfulnessCorrelationProtocol(
         name="bhatt-faithfulness-v1",
         description="Faithfulness correlation (Bhatt et al. 2020): 100 random subsets of 224 pixels set to black at 224×224; Pearson correlation of saliency sums with logit drops.",
+    )
+
+
+@register_protocol("road-v1")
+def _road_v1() -> Protocol:
+    return RoadProtocol(
+        name="road-v1",
+        description="ROAD (Rong et al. 2022): 224×224, the most (MoRF) / least (LeRF) relevant 10–50, 70, 90 % of pixels replaced by noisy linear imputation (σ = 0.01); top-1 accuracy against the label.",
+    )
+
+
+@register_protocol("yeh-infidelity-v1")
+def _yeh_infidelity_v1() -> Protocol:
+    return InfidelityProtocol(
+        name="yeh-infidelity-v1",
+        description="Infidelity (Yeh et al. 2019): 224×224, 10 Gaussian perturbations (σ = 0.1 in pixel space) of the predicted class's logit, map optimally scaled as in the paper; lower is better.",
+    )
+
+
+@register_protocol("yeh-max-sensitivity-v1")
+def _yeh_max_sensitivity_v1() -> Protocol:
+    return MaxSensitivityProtocol(
+        name="yeh-max-sensitivity-v1",
+        description="Max-sensitivity (Yeh et al. 2019): 224×224, 5 inputs uniform in the L∞ ball of radius 0.02 (pixel space) re-explained by the method; largest relative change of the map (Frobenius norm); lower is better.",
     )

@@ -29,7 +29,7 @@ def _prior_seconds(entry: Mapping[str, Any], protocol: Protocol, model: Classifi
     else:
         map_cost = METHOD_PRIOR_SECONDS.get(entry["key"], 1.0) * (ENHANCE_FACTOR if entry.get("enhance") else 1)
     cost = metrics.get_family(protocol.metric).cost(protocol, model_layers=len(model.layers or []))
-    return cost.explainer_runs * map_cost + cost.model_passes * FORWARD_PRIOR_SECONDS
+    return cost.explainer_runs * map_cost + cost.model_passes * FORWARD_PRIOR_SECONDS + cost.cpu_seconds
 
 
 def _measured_seconds(model: ClassifierModel, entry: Mapping[str, Any], protocol_name: str) -> tuple[float, int] | None:
@@ -65,6 +65,7 @@ def experiment_estimate(*, model: ClassifierModel, methods: Sequence[Mapping[str
             basis[f"{entry['slot']}|{protocol.name}"] = {
                 "seconds_per_image": seconds, "source": source,
                 # what one image costs besides its map, whatever the seconds came from
-                "explainer_runs_per_image": cost.explainer_runs, "model_passes_per_image": cost.model_passes}
+                "explainer_runs_per_image": cost.explainer_runs, "model_passes_per_image": cost.model_passes,
+                "cpu_seconds_per_image": cost.cpu_seconds}
             per_image += seconds
     return per_image * num_images, basis

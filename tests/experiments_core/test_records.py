@@ -11,7 +11,8 @@ from experiments.core.metrics import (
     SegmentationRecord,
 )
 
-from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord
+from experiments.core.metrics import ComplexityRecord, FaithfulnessRecord, RandomLogitRecord, RoadRecord
+from experiments.core.metrics import InfidelityRecord, SensitivityRecord
 
 RECORDS = [
     CausalRecord(3, 4, 0.5, 40.0, 10.0, (0.1, 0.5, 0.9), (0.9, 0.2, 0.1)),
@@ -22,6 +23,9 @@ RECORDS = [
     ComplexityRecord(3, 0.25, 1.5),
     RandomLogitRecord(3, 1, 0.2, 0.4),
     FaithfulnessRecord(3, 0.3),
+    RoadRecord(3, 3, 3, (0.5, 0.9), (3, 1), (3, 3), (0.6, 0.1), (0.9, 0.8)),
+    InfidelityRecord(3, 0.5, 1.2, 2.0),
+    SensitivityRecord(3, 0.4, (0.1, 0.4)),
 ]
 
 
@@ -45,5 +49,8 @@ def test_every_protocol_has_a_record_type_and_an_aggregator():
         record = by_type[RECORD_TYPES[protocol.metric]]
         if isinstance(record, PerturbationRecord):
             record = PerturbationRecord(1, 1, "target", tuple(protocol.fractions), (1,) * 10, (1,) * 10)
+        if isinstance(record, RoadRecord):
+            k = len(protocol.fractions)
+            record = RoadRecord(1, 1, 1, tuple(protocol.fractions), (1,) * k, (1,) * k, (0.5,) * k, (0.5,) * k)
         table = aggregate(protocol, [record.to_dict()], class_names=[str(i) for i in range(10)])
         assert table  # a non-empty table for one stored record

@@ -27,6 +27,9 @@ from .base import Cost, ImageContext, MetricFamily
 from .complexity import ComplexityRecord
 from .faithfulness import FaithfulnessRecord
 from .random_logit import RandomLogitRecord
+from .infidelity import InfidelityRecord
+from .road import RoadRecord
+from .sensitivity import SensitivityRecord
 from .registry import family_keys, family_of, get_family, register_metric
 from .segmentation import SegmentationRecord, aggregate_segmentation, average_precision, segmentation_record
 
@@ -40,6 +43,9 @@ RECORD_TYPES = {
     "complexity": ComplexityRecord,
     "random-logit": RandomLogitRecord,
     "faithfulness-correlation": FaithfulnessRecord,
+    "road": RoadRecord,
+    "infidelity": InfidelityRecord,
+    "max-sensitivity": SensitivityRecord,
 }
 
 

@@ -30,10 +30,12 @@ NEEDS = ("labels", "objects", "foreground")
 
 @dataclass(frozen=True)
 class Cost:
-    """Work per image: explainer runs (maps computed) and extra model forward passes."""
+    """Work per image: explainer runs (maps computed), extra model forward passes, and a prior
+    for other CPU work in seconds on one core (ROAD's sparse solves)."""
 
     explainer_runs: float = 1.0
     model_passes: float = 0.0
+    cpu_seconds: float = 0.0
 
 
 class ImageContext:

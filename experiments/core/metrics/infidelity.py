@@ -1,0 +1,141 @@
+"""Infidelity (Yeh, Hsieh, Suggala, Inouye and Ravikumar, "On the (In)fidelity and Sensitivity
+of Explanations", NeurIPS 2019).
+
+For a perturbation ``I`` (``C×H×W``) drawn from a distribution ``μ``, a map ``φ`` (``H×W``,
+broadcast over the channels) should predict the change of the model's output::
+
+    INFD(φ, f, x) = E_{I∼μ} [ (Iᵀ φ − (f(x) − f(x − I)))² ],    Iᵀφ = Σ_{c,h,w} I_{c,h,w} φ_{h,w},
+
+with ``f`` the explained class's logit of the normalised input. Here ``μ`` is Gaussian noise,
+``I ∼ N(0, σ² 𝟙)`` in pixel space ``[0, 1]`` (the paper's Proposition: for this ``μ`` the
+optimal explanation of a linear model is its gradient; smoothed gradients in general), estimated
+with ``T`` seeded samples (a generator seeded with ``seed · 1 000 003 + image index``).
+
+Infidelity is not invariant to the map's scale, and saliency maps come on arbitrary scales,
+so the paper (and its reference code) scales each map optimally first:
+``β* = Σ_k a_k Δ_k / Σ_k a_k²`` with ``a_k = I_kᵀφ``, ``Δ_k = f(x) − f(x − I_k)``, and reports
+``(1/T) Σ_k (β* a_k − Δ_k)²`` (``scaling="optimal"``, the protocol's default; an all-zero map
+gets ``β* = 0``). ``scaling="none"`` keeps ``β = 1``. Lower is better.
+
+Quantus 0.6.0's ``Infidelity`` differs: it perturbs by replacing square patches with a
+baseline (cumulatively, the same patches for every "sample") and applies no scaling. Fed our
+Gaussian perturbations through its ``perturb_func`` with one patch covering the image, it
+equals ``scaling="none"`` (tested); the optimal scaling is tested on its own.
+
+Example::
+
+    perts = gaussian_perturbations((3, 224, 224), samples=10, sigma=0.1, seed=0, index=0)
+    score, beta, dots, drops = infidelity(model, pixels, saliency, 281, perturbations=perts,
+                                          mean=IMAGENET_MEAN, std=IMAGENET_STD)
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from ..imageops import as_map, normalize
+from ..protocols import InfidelityProtocol
+from .base import Cost, MetricFamily, nanmean
+from .causal import model_device
+from .registry import register_metric
+
+__all__ = ["gaussian_perturbations", "infidelity", "InfidelityRecord"]
+
+
+def gaussian_perturbations(shape: Sequence[int], *, samples: int, sigma: float, seed: int, index: int = 0) -> np.ndarray:
+    """``samples × C×H×W`` float64 draws of ``N(0, σ²)``."""
+    rng = np.random.default_rng(seed * 1_000_003 + index)
+    return sigma * rng.standard_normal((samples, *shape))
+
+
+@torch.no_grad()
+def infidelity(model, pixels: torch.Tensor, saliency, target: int, *, perturbations: np.ndarray,
+               mean: Sequence[float], std: Sequence[float], scaling: str = "optimal", batch_size: int = 64,
+               device: torch.device | str | None = None) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """``(infidelity, β, a, Δ)`` of one image; see the module docstring.
+
+    ``pixels``: ``C×H×W`` in ``[0, 1]``; ``saliency``: ``H×W``; ``perturbations``: ``T×C×H×W``
+    in pixel space. The ``T`` perturbed inputs go through the model in chunks of ``batch_size``.
+    """
+    if scaling not in ("optimal", "none"):
+        raise ValueError(f"scaling must be 'optimal' or 'none', not {scaling!r}")
+    sal = as_map(saliency)
+    if pixels.dim() != 3 or tuple(sal.shape) != tuple(pixels.shape[1:]):
+        raise ValueError(f"need C×H×W pixels and an H×W map, got {tuple(pixels.shape)} and {tuple(sal.shape)}")
+    perts = np.asarray(perturbations, dtype=np.float64)
+    if perts.ndim != 4 or perts.shape[1:] != tuple(pixels.shape):
+        raise ValueError(f"perturbations must be T×{'×'.join(map(str, pixels.shape))}, got {perts.shape}")
+    dev = model_device(model, device)
+    x = pixels.detach().to(dev)
+    clean = model(normalize(x[None], mean, std))
+    if not 0 <= target < clean.shape[1]:
+        raise ValueError(f"class {target} is outside the model's {clean.shape[1]} classes")
+    clean_logit = float(clean[0, target].double())
+    drops = []
+    for chunk in torch.from_numpy(perts).split(batch_size):
+        perturbed = normalize(x[None] - chunk.to(dev, x.dtype), mean, std)
+        drops.append(clean_logit - model(perturbed)[:, target].double().cpu().numpy())
+    delta = np.concatenate(drops)
+    dots = np.einsum("tchw,hw->t", perts, sal.double().numpy())
+    if scaling == "optimal":
+        energy = float(np.sum(dots * dots))
+        beta = float(np.sum(dots * delta) / energy) if energy > 0 else 0.0
+    else:
+        beta = 1.0
+    return float(np.mean((beta * dots - delta) ** 2)), beta, dots, delta
+
+
+@dataclass(frozen=True)
+class InfidelityRecord:
+    target: int
+    infidelity: float
+    beta: float
+    #: ``mean Δ²``: the infidelity of an all-zero map, the scale of this image's logit changes.
+    mean_square_drop: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "InfidelityRecord":
+        return cls(int(data["target"]), float(data["infidelity"]), float(data["beta"]), float(data["mean_square_drop"]))
+
+
+@register_metric("infidelity")
+class InfidelityFamily(MetricFamily):
+    """Infidelity with Gaussian perturbations and optimal scaling; see the module docstring."""
+
+    label = "Infidelity"
+    protocol_class = InfidelityProtocol
+
+    def cost(self, protocol, *, model_layers=0):
+        return Cost(explainer_runs=1, model_passes=protocol.samples + 1)
+
+    def columns(self, protocol):
+        return [{"key": "infidelity", "label": "Infidelity", "better": "lower"}]
+
+    def run(self, protocol, ctx):
+        target = ctx.label() if protocol.explain == "target" else None
+        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        pixels = ctx.pixels(protocol.preprocessing)
+        perts = gaussian_perturbations(tuple(pixels.shape), samples=protocol.samples, sigma=protocol.sigma,
+                                       seed=ctx.seed, index=ctx.index)
+        score, beta, _, delta = infidelity(ctx.model, pixels, sal, cls, perturbations=perts, mean=ctx.mean, std=ctx.std,
+                                           scaling=protocol.scaling)
+        rec = InfidelityRecord(cls, score, beta, float(np.mean(delta ** 2)))
+        return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]
+
+    def aggregate(self, protocol, records: Iterable[Any], *, class_names=None):
+        recs = [r if isinstance(r, InfidelityRecord) else InfidelityRecord.from_dict(r) for r in records]
+        return {"n": len(recs), "infidelity": nanmean(r.infidelity for r in recs),
+                "mean_square_drop": nanmean(r.mean_square_drop for r in recs)}
+
+    def summarise(self, protocol, records, class_names=None):
+        agg = self.aggregate(protocol, records)
+        return {"infidelity": agg["infidelity"]}, {"mean_square_drop": agg["mean_square_drop"]}
+
+    def record_score(self, data):
+        return float(data["infidelity"])
