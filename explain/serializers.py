@@ -5,6 +5,7 @@ from django.urls import reverse
 from rest_framework import serializers
 
 from .core import custom, registry
+from .queueing import QueueSnapshot
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 from .services import SAMPLES
 
@@ -95,6 +96,16 @@ class InputImageCreateSerializer(serializers.Serializer):
         return data
 
 
+def _queue(serializer) -> QueueSnapshot:
+    """The interactive queue, read at most once per response and only if a job in it is queued or
+    running (kept on the root serializer: a page of sets with their jobs reads it once)."""
+    root = serializer.root
+    queue = getattr(root, "_queue_snapshot", None)
+    if queue is None:
+        queue = root._queue_snapshot = QueueSnapshot()
+    return queue
+
+
 class JobSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField()
     method_label = serializers.SerializerMethodField()
@@ -103,14 +114,25 @@ class JobSerializer(serializers.ModelSerializer):
     raw_url = serializers.SerializerMethodField()
     map_width = serializers.IntegerField(source="explanation_set.image.display_width", read_only=True)
     map_height = serializers.IntegerField(source="explanation_set.image.display_height", read_only=True)
+    queue_position = serializers.SerializerMethodField(
+        help_text="1 for the next job to start on the interactive queue (all users' jobs count); null unless queued")
+    estimate_s = serializers.SerializerMethodField(
+        help_text="seconds until the result is expected, from the measured runtimes of the jobs ahead and of "
+                  "this one's kind; null when finished or not known")
 
     class Meta:
         model = Job
         fields = ["id", "url", "explanation_set", "kind", "method_key", "method_label", "target", "target_name",
                   "enhance", "params", "enhance_params", "status", "progress", "error", "seconds", "manifest",
                   "map_url", "raw_url", "map_width", "map_height", "map_max", "created_at", "started_at",
-                  "finished_at"]
+                  "finished_at", "queue_position", "estimate_s"]
         read_only_fields = fields
+
+    def get_queue_position(self, obj) -> int | None:
+        return _queue(self).position(obj)
+
+    def get_estimate_s(self, obj) -> float | None:
+        return _queue(self).estimate(obj)
 
     def get_url(self, obj) -> str:
         return reverse("explain:job-detail", args=[obj.pk])

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import logging
 import tempfile
 from datetime import timedelta
@@ -25,6 +26,7 @@ from django.utils import timezone
 from saliency_site.errors import InputError, NotAvailable
 
 from .core import custom, imaging, registry, zoo
+from .core.engine import explain, explain_many, shared_pass_key
 from .core.enhance import resolve_enhance_params
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
@@ -311,17 +313,43 @@ def image_create(*, owner, upload=None, sample: str | None = None) -> InputImage
 
 def _enqueue(job: Job) -> None:
     """Send the job to the ``interactive`` queue once its row is committed (a worker must be able to read it)."""
-    from .tasks import run_job
+    _enqueue_group([job])
+
+
+def _enqueue_group(jobs: list[Job]) -> None:
+    """Send jobs that share a pass as one task (``run_jobs``), a lone job as ``run_job``, on commit."""
+    from .tasks import run_job, run_jobs
+
+    pks = [job.pk for job in jobs]
 
     def send() -> None:
         try:
-            run_job.delay(job.pk)
+            if len(pks) == 1:
+                run_job.delay(pks[0])
+            else:
+                run_jobs.delay(pks)
         except Exception:
-            logger.exception("could not queue job %s", job.pk)
-            Job.objects.filter(pk=job.pk).update(status=Job.Status.FAILED, finished_at=timezone.now(),
-                                                 error="the job queue is unreachable; try again in a moment")
+            logger.exception("could not queue jobs %s", pks)
+            Job.objects.filter(pk__in=pks).update(status=Job.Status.FAILED, finished_at=timezone.now(),
+                                                  error="the job queue is unreachable; try again in a moment")
 
     transaction.on_commit(send)
+
+
+def _shared_pass_groups(jobs: list[Job]) -> list[list[Job]]:
+    """The jobs of one request grouped by the pass they can share (``engine.shared_pass_key``),
+    in the order of each group's first job; a job that shares nothing is a group of one.
+
+    The layer is the job's own choice or the model's default for the method's role: equal
+    parameters mean an equal layer, without building the network here."""
+    groups: dict[Any, list[Job]] = {}
+    for job in jobs:
+        method = registry.get_method(job.method_key)
+        key = shared_pass_key(method, {"layer": job.params.get("layer")}, job.enhance or None)
+        if key is not None:
+            key = (key, job.target, json.dumps(job.params, sort_keys=True))
+        groups.setdefault(("alone", job.pk) if key is None else key, []).append(job)
+    return list(groups.values())
 
 
 def _delete_files_on_commit(fields) -> None:
@@ -374,8 +402,8 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
             enhance=enhance, params=setting.params if setting else {},
             enhance_params=(setting.enhance_params if setting else {}) if enhance else {},
         ))
-    for job in jobs:
-        _enqueue(job)
+    for group in _shared_pass_groups(jobs):
+        _enqueue_group(group)
     return jobs
 
 
@@ -390,6 +418,28 @@ def _top_k(probabilities, class_names, k: int = 5) -> list[dict]:
     return [{"index": int(i), "name": class_names[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
 
 
+def _may_start(job: Job) -> bool:
+    """Whether the job is to be computed now; one started too often is failed with the reason."""
+    if job.is_finished:
+        return False
+    if job.attempts >= Job.MAX_ATTEMPTS:
+        job.mark_failed(f"the worker stopped while computing this {job.get_kind_display().lower()} "
+                        f"{job.attempts} times (out of memory?); not tried again")
+        return False
+    return True
+
+
+def _record_failure(jobs: list[Job], error: Exception) -> None:
+    if isinstance(error, ValueError):  # domain errors: the user sees the message
+        logger.info("jobs %s failed: %s", [j.pk for j in jobs], error)
+        message = str(error)
+    else:
+        logger.exception("jobs %s crashed", [j.pk for j in jobs])
+        message = f"internal error: {type(error).__name__}: {error}"
+    for job in jobs:
+        job.mark_failed(message)
+
+
 def job_run(*, job: Job, worker: str = "") -> Job:
     """Do the job's work on this worker: a prediction or one map. Failures are recorded on the row.
 
@@ -398,11 +448,7 @@ def job_run(*, job: Job, worker: str = "") -> Job:
     say, must not take every worker down in turn). A lost database connection is raised for
     the task to retry.
     """
-    if job.is_finished:
-        return job
-    if job.attempts >= Job.MAX_ATTEMPTS:
-        job.mark_failed(f"the worker stopped while computing this {job.get_kind_display().lower()} "
-                        f"{job.attempts} times (out of memory?); not tried again")
+    if not _may_start(job):
         return job
     job.mark_running(worker)
     try:
@@ -412,13 +458,46 @@ def job_run(*, job: Job, worker: str = "") -> Job:
             _run_explanation(job)
     except (OperationalError, InterfaceError):
         raise  # the database went away: the task retries; marking the row would fail anyway
-    except ValueError as error:  # domain errors: the user sees the message
-        logger.info("job %s failed: %s", job.pk, error)
-        job.mark_failed(str(error))
-    except Exception as error:
-        logger.exception("job %s crashed", job.pk)
-        job.mark_failed(f"internal error: {type(error).__name__}: {error}")
+    except Exception as error:  # noqa: BLE001 - recorded on the row, with the traceback logged
+        _record_failure([job], error)
     return job
+
+
+def jobs_run(*, jobs: list[Job], worker: str = "") -> list[Job]:
+    """Maps of one set that share a pass (``_shared_pass_groups``), computed together on this worker.
+
+    The pass runs once (``engine.explain_many``); each job is finished, with its own map, status
+    and seconds, as soon as its map is derived, so pages show it at once. Jobs already finished
+    (a redelivery) are skipped and one started too often is failed, as in :func:`job_run`; the
+    rest are marked running together. A failure fails the jobs not yet finished with the reason.
+    """
+    if len(jobs) == 1:
+        return [job_run(job=jobs[0], worker=worker)]
+    todo = [job for job in jobs if _may_start(job)]
+    if not todo:
+        return jobs
+    for job in todo:
+        job.mark_running(worker)
+    try:
+        explanation_set = todo[0].explanation_set
+        classifier = classifier_load(model=explanation_set.model)
+        x, geometry = _input_for(explanation_set, classifier)
+        results = explain_many(classifier, x[None], [job.method_key for job in todo],
+                               targets=[todo[0].target], params=[job.params for job in todo], seed=0)
+        for index, [result] in results:
+            _store_map(todo[index], result, classifier, geometry)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as error:  # noqa: BLE001 - recorded on the rows, with the traceback logged
+        _record_failure([job for job in todo if not job.is_finished], error)
+    return jobs
+
+
+def _runs_job(alive, pk: int) -> bool:
+    """Whether a live worker (``saliency_site.workers.Worker``) is computing job ``pk``, alone or in a group."""
+    return alive.runs("explain.tasks.run_job", pk) or any(
+        name == "explain.tasks.run_jobs" and isinstance(argument, (list, tuple)) and pk in argument
+        for name, argument in alive.tasks)
 
 
 def jobs_requeue_stale(*, live: Mapping[str, Any], stale_after: float, worker: str | None = None) -> dict[str, list[int]]:
@@ -435,7 +514,7 @@ def jobs_requeue_stale(*, live: Mapping[str, Any], stale_after: float, worker: s
         stale = stale.filter(worker=worker)
     for pk, worker, attempts, heartbeat in stale.values_list("pk", "worker", "attempts", "heartbeat_at"):
         alive = live.get(worker)
-        if alive is not None and alive.runs("explain.tasks.run_job", pk):
+        if alive is not None and _runs_job(alive, pk):
             continue  # a long map on a live worker
         # The status and heartbeat in the filter: a job that moved on meanwhile is left alone.
         row = Job.objects.filter(pk=pk, status=Job.Status.RUNNING, heartbeat_at=heartbeat)
@@ -478,8 +557,6 @@ def _run_prediction(job: Job) -> None:
 
 
 def _run_explanation(job: Job) -> None:
-    from .core.engine import explain
-
     explanation_set = job.explanation_set
     classifier = classifier_load(model=explanation_set.model)
     job.mark_progress(0.2)
@@ -488,6 +565,12 @@ def _run_explanation(job: Job) -> None:
     [result] = explain(classifier, x[None], job.method_key, targets=[job.target], params=job.params,
                        enhance=enhance, seed=0)
     job.mark_progress(0.9)
+    _store_map(job, result, classifier, geometry)
+
+
+def _store_map(job: Job, result, classifier, geometry) -> None:
+    """Write the map files of ``result`` (an ``Explanation``) and finish the job."""
+    explanation_set = job.explanation_set
     raw = result.saliency.numpy().astype(np.float32)
     image = explanation_set.image
     display = dataclasses.replace(geometry, height=image.display_height, width=image.display_width)

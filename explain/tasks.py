@@ -1,4 +1,4 @@
-"""Celery adapters: a primary key in, the row loaded, one service called. Routed to the ``interactive`` queue.
+"""Celery adapters: primary keys in, the rows loaded, one service called. Routed to the ``interactive`` queue.
 
 A job whose worker process dies is delivered again (late acknowledgement, reject on worker
 lost); one whose whole worker vanished is found by ``requeue_stale_jobs`` (Celery beat). Both
@@ -31,6 +31,18 @@ def run_job(self, job_id: int) -> None:
     if job is None or job.is_finished:
         return  # deleted meanwhile, or a redelivery of finished work
     services.job_run(job=job, worker=self.request.hostname or "")
+
+
+@shared_task(name="explain.tasks.run_jobs", bind=True, acks_late=True, reject_on_worker_lost=True,
+             autoretry_for=(OperationalError, InterfaceError, ConnectionError), retry_backoff=1,
+             retry_backoff_max=30, max_retries=10)
+def run_jobs(self, job_ids: list[int]) -> None:
+    """Maps of one set that share a pass (sent together by ``explanation_jobs_create``)."""
+    jobs = list(Job.objects.select_related("explanation_set__model", "explanation_set__image")
+                .filter(pk__in=job_ids).order_by("id"))
+    if all(job.is_finished for job in jobs):
+        return  # deleted meanwhile, or a redelivery of finished work
+    services.jobs_run(jobs=jobs, worker=self.request.hostname or "")
 
 
 @shared_task(name="explain.tasks.requeue_stale_jobs", ignore_result=True)

@@ -284,6 +284,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 WORK_QUEUES = ("interactive", "batch", "default")
 CELERY_TASK_ROUTES = {
     "explain.tasks.run_job": {"queue": "interactive"},
+    "explain.tasks.run_jobs": {"queue": "interactive"},
     "experiments.tasks.run_shard": {"queue": "batch"},
 }
 CELERY_TASK_ACKS_LATE = True                 # a task a dead worker held goes back to the queue

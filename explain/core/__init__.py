@@ -12,7 +12,7 @@ at import (see ``docs/library.md``).
     e.saliency                                # 224×224, finite, non-negative
 
 - :func:`explain`: one method on a batch, a list of :class:`Explanation` (map, logits, target,
-  provenance manifest);
+  provenance manifest); :func:`explain_many`: several methods, a pass they share computed once;
 - :func:`wrap_model`: any ``torch.nn.Module`` classifier with its preprocessing and class
   names, default layers found automatically; :func:`load_classifier`: a built-in model whose
   weights are on this machine (:func:`random_classifier`: the same with seeded random weights);
@@ -21,7 +21,7 @@ at import (see ``docs/library.md``).
 """
 from __future__ import annotations
 
-from .engine import Explanation, explain, library_versions
+from .engine import Explanation, explain, explain_many, library_versions
 from .handle import Classifier
 from .imaging import load_image, preprocess
 from .methods.base import Method, Param
@@ -31,7 +31,7 @@ from .zoo import WeightsInvalid, WeightsMissing, load_classifier, random_classif
 
 __all__ = [
     "Classifier", "Explanation", "Method", "Param", "WeightsInvalid", "WeightsMissing",
-    "explain", "find_default_layers", "get_method", "library_versions", "load_classifier", "load_image",
+    "explain", "explain_many", "find_default_layers", "get_method", "library_versions", "load_classifier", "load_image",
     "method_keys", "method_support", "methods_for", "model_family", "preprocess", "random_classifier", "register_method",
     "wrap_model",
 ]

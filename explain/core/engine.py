@@ -7,6 +7,13 @@
     clf = load_classifier("efficientnet_lite0")
     [e] = explain(clf, x, "gradcam", enhance=True)      # x: 1×3×224×224 normalised
     e.saliency, e.target, e.manifest["params"]
+
+Several methods on the same inputs: ``explain_many`` computes a pass that several of them share
+once (the gradient CAM family's forward and backward pass on one layer) and yields each
+method's explanations as soon as they are ready::
+
+    for index, [e] in explain_many(clf, x, ["gradcam", "gradcampp", "layercam", "rise"], targets=[281]):
+        ...
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import platform
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -26,7 +33,7 @@ from explain.core.enhance import SlidingWindowEnhancement, finish_maps, resolve_
 from explain.core.folding import folded_batch_norms
 from explain.core.handle import Classifier
 from explain.core.hooks import HookSession
-from explain.core.methods.base import Method
+from explain.core.methods.base import CamMethod, Method, activations_and_gradients
 from explain.core.registry import get_method
 
 logger = logging.getLogger(__name__)
@@ -117,6 +124,62 @@ def _check_targets(classifier: Classifier, targets, batch: int) -> Tensor | None
     return t.clone().to(classifier.device)
 
 
+def _method(method: str | Method) -> Method:
+    m = get_method(method) if isinstance(method, str) else method
+    if not isinstance(m, Method):
+        raise TypeError(f"method must be a registry key or a Method instance, not {type(method).__name__}")
+    return m
+
+
+def _resolve(classifier: Classifier, m: Method, params: Mapping[str, Any] | None, batch_size: int | None) -> dict:
+    reason = m.unsupported_reason(classifier)
+    if reason is not None:
+        raise ValueError(f"method {m.key!r} cannot explain {classifier.name!r}: it {reason}")
+    overrides = dict(params or {})
+    if batch_size is not None:
+        if not any(p.name == "batch_size" for p in m.params):
+            logger.debug("method %s has no batch_size parameter; ignoring batch_size=%s", m.key, batch_size)
+        else:
+            overrides["batch_size"] = batch_size
+    return m.resolve_params(classifier, overrides)
+
+
+def _explanations(classifier: Classifier, m: Method, resolved: dict, enhance_params: dict | None, x: Tensor,
+                  maps: Tensor, logits: Tensor, chosen: Tensor, *, seed: int, folded, seconds: float,
+                  extra: Mapping[str, Any] | None = None) -> list[Explanation]:
+    logits = logits.detach().float().cpu()
+    probabilities = torch.softmax(logits, dim=1)
+    maps = maps.detach().float().cpu().contiguous()
+    manifest_common = {
+        "method": m.key,
+        "params": _jsonable(resolved),
+        "enhance": _jsonable(enhance_params),
+        "layer": resolved.get("layer"),
+        "model": classifier.name,
+        "model_family": classifier.family,
+        "weights_checksum": classifier.weights_checksum,
+        "input_shape": [1, *x.shape[1:]],
+        "batch_size_images": int(x.shape[0]),
+        "versions": library_versions(),
+        "seed": int(seed),
+        "device": str(classifier.device),
+        "folded_batch_norms": folded,
+        "seconds": seconds,
+        "seconds_per_image": seconds / x.shape[0],
+        **(extra or {}),
+    }
+    return [
+        Explanation(
+            saliency=maps[i].clone(),
+            logits=logits[i].clone(),
+            probabilities=probabilities[i].clone(),
+            target=int(chosen[i]),
+            manifest={**manifest_common, "target": int(chosen[i])},
+        )
+        for i in range(x.shape[0])
+    ]
+
+
 def explain(
     classifier: Classifier,
     inputs: Tensor,
@@ -146,19 +209,8 @@ def explain(
         the model is left exactly as it was (parameters, gradients, training flags, hooks).
     """
     started = time.perf_counter()
-    m = get_method(method) if isinstance(method, str) else method
-    if not isinstance(m, Method):
-        raise TypeError(f"method must be a registry key or a Method instance, not {type(method).__name__}")
-    reason = m.unsupported_reason(classifier)
-    if reason is not None:
-        raise ValueError(f"method {m.key!r} cannot explain {classifier.name!r}: it {reason}")
-    overrides = dict(params or {})
-    if batch_size is not None:
-        if not any(p.name == "batch_size" for p in m.params):
-            logger.debug("method %s has no batch_size parameter; ignoring batch_size=%s", m.key, batch_size)
-        else:
-            overrides["batch_size"] = batch_size
-    resolved = m.resolve_params(classifier, overrides)
+    m = _method(method)
+    resolved = _resolve(classifier, m, params, batch_size)
     enhance_params = resolve_enhance_params(enhance)
     x = _check_inputs(classifier, inputs)
     wanted = _check_targets(classifier, targets, x.shape[0])
@@ -183,34 +235,82 @@ def explain(
             logits = torch.cat([p[1] for p in parts])
             chosen = torch.cat([p[2] for p in parts])
     seconds = time.perf_counter() - started
+    return _explanations(classifier, m, resolved, enhance_params, x, maps, logits, chosen,
+                         seed=seed, folded=folded, seconds=seconds)
 
-    logits = logits.detach().float().cpu()
-    probabilities = torch.softmax(logits, dim=1)
-    maps = maps.detach().float().cpu().contiguous()
-    manifest_common = {
-        "method": m.key,
-        "params": _jsonable(resolved),
-        "enhance": _jsonable(enhance_params),
-        "layer": resolved.get("layer"),
-        "model": classifier.name,
-        "model_family": classifier.family,
-        "weights_checksum": classifier.weights_checksum,
-        "input_shape": [1, *x.shape[1:]],
-        "batch_size_images": int(x.shape[0]),
-        "versions": library_versions(),
-        "seed": int(seed),
-        "device": str(classifier.device),
-        "folded_batch_norms": folded,
-        "seconds": seconds,
-        "seconds_per_image": seconds / x.shape[0],
-    }
-    return [
-        Explanation(
-            saliency=maps[i].clone(),
-            logits=logits[i].clone(),
-            probabilities=probabilities[i].clone(),
-            target=int(chosen[i]),
-            manifest={**manifest_common, "target": int(chosen[i])},
-        )
-        for i in range(x.shape[0])
-    ]
+
+def shared_pass_key(method: Method, resolved: Mapping[str, Any], enhance_params: Mapping[str, Any] | None):
+    """What a method's maps are computed from, when another method can compute it for it too.
+
+    The gradient CAM family (:class:`CamMethod` without its own ``explain_batch``: Grad-CAM,
+    Grad-CAM++, XGrad-CAM, LayerCAM) maps the activations ``A`` and gradients ``G = ∂F_c/∂A`` of
+    one layer from one forward and one backward pass; methods with the same layer and targets
+    share that pass. ``None``: the method runs its own passes (perturbation methods, multi-scale
+    ones, relevance propagation, and every enhanced method, whose windows depend on the method).
+    """
+    if enhance_params or not isinstance(method, CamMethod) or type(method).explain_batch is not CamMethod.explain_batch:
+        return None
+    return ("cam", resolved["layer"])
+
+
+def explain_many(
+    classifier: Classifier,
+    inputs: Tensor,
+    methods: Sequence[str | Method],
+    *,
+    targets: Tensor | list[int] | int | None = None,
+    params: Sequence[Mapping[str, Any] | None] | None = None,
+    enhance: Sequence[bool | Mapping[str, Any] | None] | None = None,
+    seed: int = 0,
+    batch_size: int | None = None,
+) -> Iterator[tuple[int, list[Explanation]]]:
+    """Several methods on the same batch, each pass that methods share computed once.
+
+    ``params`` and ``enhance`` give each method's entry (as in :func:`explain`), in the order of
+    ``methods``. Yields ``(index into methods, explanations)`` as each method's maps are ready:
+    the methods of a shared pass (:func:`shared_pass_key`) one after another once their pass is
+    done, every other method alone through :func:`explain`. The maps equal those of
+    :func:`explain` for each method alone; a shared map's manifest names the methods of its pass
+    (``shared_pass``) and its ``seconds`` are the pass's plus its own.
+
+    All entries are validated before any pass runs, so a bad parameter costs no model time.
+
+    Example::
+
+        done = dict(explain_many(clf, x, ["gradcam", "xgradcam", "layercam"], targets=[281]))
+        done[1][0].saliency                       # XGrad-CAM's map, from Grad-CAM's pass
+    """
+    ms = [_method(method) for method in methods]
+    n = len(ms)
+    params = list(params) if params is not None else [None] * n
+    enhance = list(enhance) if enhance is not None else [None] * n
+    if len(params) != n or len(enhance) != n:
+        raise ValueError(f"got {n} methods, {len(params)} parameter sets and {len(enhance)} enhancement settings")
+    resolved = [_resolve(classifier, m, p, batch_size) for m, p in zip(ms, params)]
+    enhance_params = [resolve_enhance_params(e) for e in enhance]
+    x = _check_inputs(classifier, inputs)
+    wanted = _check_targets(classifier, targets, x.shape[0])
+
+    groups: dict[Any, list[int]] = {}
+    for i, (m, r, e) in enumerate(zip(ms, resolved, enhance_params)):
+        key = shared_pass_key(m, r, e)
+        groups.setdefault(("alone", i) if key is None else key, []).append(i)
+    for members in groups.values():  # in the order of each group's first method
+        if len(members) == 1:
+            i = members[0]
+            yield i, explain(classifier, x, ms[i], targets=wanted, params=params[i], enhance=enhance[i],
+                             seed=seed, batch_size=batch_size)
+            continue
+        started = time.perf_counter()
+        layer = resolved[members[0]]["layer"]
+        with HookSession(classifier.module):
+            act, grad, logits, chosen = activations_and_gradients(classifier, x, wanted, layer)
+        act, grad = act.float(), grad.float()
+        pass_seconds = time.perf_counter() - started
+        shared = {"shared_pass": {"methods": [ms[i].key for i in members], "seconds": pass_seconds}}
+        for i in members:
+            own = time.perf_counter()
+            maps = finish_maps(ms[i].cam(act, grad), tuple(x.shape[-2:]))
+            seconds = pass_seconds + time.perf_counter() - own
+            yield i, _explanations(classifier, ms[i], resolved[i], None, x, maps, logits, chosen,
+                                   seed=seed, folded=0, seconds=seconds, extra=shared)
