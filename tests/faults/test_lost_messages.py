@@ -3,6 +3,8 @@ worker that died building the set) does not stay "preparing": the periodic sweep
 and the run finishes on a real worker, without an operator."""
 from __future__ import annotations
 
+import shutil
+
 import pytest
 from django.conf import settings
 
@@ -18,9 +20,11 @@ CAUSAL = {"copy_of": "thesis-v1", "name": "thesis-lost", "params": {"step": 224 
 
 def test_a_run_whose_preparation_message_was_lost_is_prepared_by_the_sweep(alice, lite0, celery_worker, monkeypatch):
     # The message is lost on its way: nothing reaches the broker (this is the one fault staged by hand).
+    seed, n = 31337, 2
+    shutil.rmtree(settings.DATA_DIR / "samples" / f"sample-v1-localisation-seed{seed}-n{n}", ignore_errors=True)
     monkeypatch.setattr(tasks.prepare_dataset, "delay", lambda *args, **kwargs: None)
     run = services.experiment_create(owner=alice, name="lost message", model=lite0,
-                                     dataset={"kind": "sample-localisation", "options": {"seed": 31337, "num_images": 2}},
+                                     dataset={"kind": "sample-localisation", "options": {"seed": seed, "num_images": n}},
                                      methods=["baseline_centre"], protocols=[CAUSAL], shard_size=1)
     monkeypatch.undo()
     assert run.status == Experiment.Status.PREPARING and run.prepare_sent_at is not None

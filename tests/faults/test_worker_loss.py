@@ -30,7 +30,9 @@ def test_a_worker_lost_for_good_has_its_shards_requeued_by_the_sweep(worker_fact
     # Still marked running, but its worker is gone: the progress does not count it.
     live = live_workers(max_age=0)
     assert doomed.hostname not in live
-    assert selectors.experiment_progress(experiment=run)["shards_running"] == 0
+    # (Where the whole suite runs, the session's worker may hold another shard of the run: that one counts.)
+    elsewhere = Shard.objects.filter(experiment=run, status=Shard.Status.RUNNING).exclude(worker=doomed.hostname).count()
+    assert selectors.experiment_progress(experiment=run)["shards_running"] == elsewhere
 
     # Another worker (with beat: the sweep every 2 s) takes over; nobody presses "resume".
     rescuer = worker_factory("rescuer", beat=True)
@@ -102,7 +104,7 @@ def test_a_map_whose_worker_is_killed_is_computed_again(celery_worker, alice, li
     assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_a_job_whose_worker_keeps_dying_fails_with_the_reason(alice, lite0):
+def test_a_job_whose_worker_keeps_dying_fails_with_the_reason(alice, lite0, celery_worker):
     from explain import services as explain
     from explain.models import ExplanationSet, Job
 
@@ -123,6 +125,10 @@ def test_a_job_whose_worker_keeps_dying_fails_with_the_reason(alice, lite0):
     fresh.refresh_from_db()
     assert fresh.worker != "gone@h" and fresh.status != Job.Status.FAILED  # queued again (or already taken)
     assert explain.jobs_requeue_stale(live={}, stale_after=10) == {"requeued": [], "failed": []}
+    # The requeued job runs to the end on a live worker (and is not left to race the test's teardown).
+    wait_for(lambda: Job.objects.get(pk=fresh.pk).status in (Job.Status.DONE, Job.Status.FAILED), 120,
+             "the requeued job to finish")
+    assert Job.objects.get(pk=fresh.pk).status == Job.Status.DONE
 
     # A job started MAX_ATTEMPTS times and delivered once more fails instead of running again.
     redelivered = running(Job.MAX_ATTEMPTS)
