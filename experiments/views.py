@@ -216,7 +216,8 @@ def experiment_page(request, pk: int):
 
 @login_required
 def presets_page(request):
-    presets = services.presets_list(user=request.user)
+    # The ones that can run here first (the bundled preset on a fresh install).
+    presets = sorted(services.presets_list(user=request.user), key=lambda p: not p["available"])
     return render(request, "experiments/presets.html", {"presets": presets, "config": {
         "api": reverse("experiments:preset-list"), "presets": presets}})
 

@@ -171,32 +171,28 @@ def compare(preset: Preset, blocks: Sequence[Mapping[str, Any]]) -> dict[str, An
             "statements": statements(preset, blocks)}
 
 
-def _ordinal(n: float) -> str:
-    if float(n).is_integer():
-        n = int(n)
-        suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-        return f"{n}{suffix}"
-    return f"{n:.1f}"  # a tie: the mean of the ranks it spans
+def _ordinal(n: int) -> str:
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
 
 
-def _standing(block: Mapping[str, Any], column: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[float, int, bool] | None:
-    """``(rank, of, beats every other row)`` of ``row`` in ``column``; ties share the mean rank."""
+def _standing(block: Mapping[str, Any], column: Mapping[str, Any], row: Mapping[str, Any]) -> tuple[int, int, int] | None:
+    """``(rows strictly better, rows with the same value including this one, rows with a value)``."""
     mine = row["values"].get(column["key"])
     if not _valid(mine):
         return None
     values = [r["values"].get(column["key"]) for r in block["rows"]]
     values = [float(v) for v in values if _valid(v)]
     sign = 1.0 if column["better"] == "higher" else -1.0
-    better = sum(1 for v in values if sign * (v - mine) > 0)
-    equal = sum(1 for v in values if v == mine)
-    return better + (equal + 1) / 2, len(values), better == 0 and equal == 1
+    return sum(1 for v in values if sign * (v - mine) > 0), sum(1 for v in values if v == mine), len(values)
 
 
 def statements(preset: Preset, blocks: Sequence[Mapping[str, Any]]) -> list[str]:
     """Plain sentences from the results about the preset's claims, e.g. "MSG-CAM ranks 2nd of 12 on …".
 
-    For each claimed method (plain): its rank on every headline column and whether it beats
-    every other slot there. With ``claim_enhancement``: on every headline column, how many
+    For each claimed method (plain): its place on every headline column (1 + the slots strictly
+    better; "ties for" when others have the same value) and whether it beats every other slot
+    there (a tie is no win). With ``claim_enhancement``: on every headline column, how many
     methods the enhancement improves (enhanced strictly better than the same method plain).
     """
     by_name = {b["name"]: b for b in blocks}
@@ -218,12 +214,17 @@ def statements(preset: Preset, blocks: Sequence[Mapping[str, Any]]) -> list[str]
             if standing is None:
                 standings.append(f"no value on {column['label']} ({block['name']})")
                 continue
-            rank, of, beats = standing
-            wins += beats
-            standings.append(f"ranks {_ordinal(rank)} of {of} on {column['label']} ({block['name']})")
+            better, equal, of = standing
+            wins += better == 0 and equal == 1
+            where = f"of {of} on {column['label']} ({block['name']})"
+            if equal > 1:
+                others = equal - 1
+                standings.append(f"ties for {_ordinal(better + 1)} {where} with {others} other{'s' if others > 1 else ''}")
+            else:
+                standings.append(f"ranks {_ordinal(better + 1)} {where}")
         if not standings:
             continue
-        measured = sum(1 for s in standings if s.startswith("ranks"))
+        measured = sum(1 for s in standings if not s.startswith("no value"))
         if measured and wins == measured:
             verdict_text = f"so {label} beats every other method and baseline on this data"
         elif wins:

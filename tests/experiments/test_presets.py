@@ -111,7 +111,8 @@ def test_a_tie_is_no_win():
     preset = get_preset("thesis-claims-bundled")
     rows = [_row("msgcam", 80.0, label="MSG-CAM"), _row("gradcam", 80.0, label="Grad-CAM")]
     [sentence] = statements(preset, [{**POINTING, "rows": rows}])
-    assert "ranks 1.5 of 2" in sentence and "does not beat" in sentence
+    assert sentence == ("MSG-CAM ties for 1st of 2 on Pointing (all) (torchray-pointing-v1) with 1 other: "
+                        "so MSG-CAM does not beat the others on this data.")
 
 
 # --------------------------------------------------------------------------- the API
@@ -167,11 +168,14 @@ def test_the_bundled_preset_runs_and_states_its_claims(alice_api, lite0):
     for block, column in ((results["protocols"][0], "all"), (results["protocols"][1], "miou")):
         values = {r["label"]: r["values"][column] for r in block["rows"]}
         mine = values["MSG-CAM"]
-        rank = 1 + sum(v > mine for v in values.values()) + (sum(v == mine for v in values.values()) - 1) / 2
-        text = f"{int(rank)}" if float(rank).is_integer() else f"{rank:.1f}"
-        assert f"ranks {text}" in msg_sentence and f"of {len(values)} on" in msg_sentence
-        improved = sum(values[f"{m} + enhancement"] > values[m] for m in ("Grad-CAM", "MSG-CAM"))
+        place = 1 + sum(v > mine for v in values.values())
+        tied = sum(v == mine for v in values.values()) - 1
+        suffix = {1: "st", 2: "nd", 3: "rd"}.get(place, "th")
         label = next(c["label"] for c in block["columns"] if c["key"] == column)
+        expected = (f"ties for {place}{suffix} of {len(values)} on {label} ({block['name']}) with {tied} other"
+                    if tied else f"ranks {place}{suffix} of {len(values)} on {label} ({block['name']})")
+        assert expected in msg_sentence
+        improved = sum(values[f"{m} + enhancement"] > values[m] for m in ("Grad-CAM", "MSG-CAM"))
         assert f"{improved} of 2 methods on {label} ({block['name']})" in enh_sentence
     # the rankings cover all seven columns of the two protocols and the six slots
     assert len(results["rankings"]["metrics"]) == 2 + 5 and len(results["rankings"]["aggregate"]) == 6

@@ -164,7 +164,7 @@ export function agreementTable(rankings, labels) {
   table.className = "data agreement";
   table.dataset.testid = "agreement-matrix";
   const head = document.createElement("tr");
-  cell(head, "ρ", { tag: "th", title: "Spearman rank correlation over the methods both metrics rank" });
+  cell(head, "Metric", { tag: "th", title: "Spearman rank correlation over the methods both metrics rank" });
   for (const metric of rankings.metrics) cell(head, labels[metric] || metric, { tag: "th" });
   const thead = document.createElement("thead");
   thead.appendChild(head);
@@ -189,6 +189,8 @@ export function renderRankings(rankings, blocks) {
   section.className = "panel protocol-block";
   section.dataset.testid = "rankings";
   const labels = metricLabels(blocks);
+  // A column no method has a value in (e.g. "difficult" on a set without difficult objects) ranks nothing.
+  rankings = { ...rankings, metrics: rankings.metrics.filter((m) => Object.keys(rankings.ranks[m] || {}).length) };
   section.innerHTML = "<h3>Rankings across metrics</h3>"
     + '<p class="small muted">Rank 1 is best in each column; ties share the mean of their ranks. '
     + "The mean rank is over the metrics a method has, ± the standard deviation of its ranks.</p>";
@@ -215,7 +217,8 @@ export function renderPreset(preset) {
   rule.className = "small muted";
   rule.dataset.testid = "preset-rule";
   rule.textContent = preset.rule;
-  section.append(h, rule);
+  section.appendChild(h);
+  if (preset.rows && preset.rows.length) section.appendChild(rule);
   if (preset.note) {
     const note = document.createElement("p");
     note.className = "small";
@@ -250,8 +253,10 @@ export function renderPreset(preset) {
       cell(tr, fmt(row.published), { className: "mono" });
       cell(tr, fmt(row.ours), { className: "mono" });
       cell(tr, row.difference === null ? "—" : `${row.difference > 0 ? "+" : ""}${fmt(row.difference)}`, { className: "mono" });
-      const verdict = cell(tr, row.verdict);
-      verdict.className = `badge ${row.verdict === "match" ? "ok" : row.verdict === "differ" ? "bad" : ""}`;
+      const badge = document.createElement("span");
+      badge.className = `badge ${row.verdict === "match" ? "ok" : row.verdict === "differ" ? "bad" : ""}`;
+      badge.textContent = row.verdict;
+      cell(tr, "").appendChild(badge);
       cell(tr, row.source, { className: "small" });
       body.appendChild(tr);
     }
