@@ -30,7 +30,8 @@ class Experiment(models.Model):
     ``methods``: ``[{slot, key, label, enhance, params, enhance_params, baseline}]``.
     ``protocols``: ``Protocol.to_dict()`` of each protocol, frozen. ``manifest``: what the
     workers used (library versions, devices, resolved method parameters and layers).
-    ``results``: the aggregate table per protocol.
+    ``results``: the aggregate table per protocol. ``preset``: the preset it reproduces, if any
+    (its published numbers are then compared with the table).
     """
 
     class Status(models.TextChoices):
@@ -64,6 +65,8 @@ class Experiment(models.Model):
     estimate_basis = models.JSONField(default=dict, blank=True, help_text="per-image seconds per (method, protocol)")
     manifest = models.JSONField(default=dict, blank=True)
     results = models.JSONField(default=dict, blank=True)
+    preset = models.CharField(max_length=100, blank=True, default="",
+                              help_text="key of the preset the run reproduces (experiments.core.presets), or empty")
     error = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     started_at = models.DateTimeField(null=True, blank=True)

@@ -201,7 +201,37 @@ def experiment_text_backup(*, experiment: Experiment, public: bool = False) -> s
             lines.append("  " + "  ".join(v.ljust(w) for v, w in zip(row, widths)))
     if not (experiment.results or {}).get("protocols"):
         lines += ["", "No results yet."]
+    lines += _rankings_text((experiment.results or {}).get("rankings") or {})
+    lines += _preset_text((experiment.results or {}).get("preset"))
     return "\n".join(lines) + "\n"
+
+
+def _rankings_text(rankings: dict) -> list[str]:
+    """Each method's mean rank ± spread and rank per metric, then the metrics' rank correlations."""
+    if not rankings.get("metrics") or len(rankings.get("aggregate", [])) < 2:
+        return []
+    metrics = rankings["metrics"]
+    lines = ["", "Rankings across metrics (1 = best; mean rank ± spread over the metrics a method has):"]
+    for i, metric in enumerate(metrics):
+        lines.append(f"  [{i + 1}] {metric}")
+    for row in rankings["aggregate"]:
+        ranks = " ".join(_fmt(rankings["ranks"][m].get(row["method"])).rjust(6) for m in metrics)
+        lines.append(f"  {row['method']:<40} {_fmt(row['mean_rank'])} ± {_fmt(row['spread'])}   {ranks}")
+    lines.append("Agreement between metrics (Spearman rank correlation):")
+    for i, a in enumerate(metrics):
+        lines.append(f"  [{i + 1}] " + " ".join(_fmt(rankings["agreement"][a][b]).rjust(6) for b in metrics))
+    return lines
+
+
+def _preset_text(preset: dict | None) -> list[str]:
+    if not preset:
+        return []
+    lines = ["", f"Preset {preset['key']}: {preset['title']}", f"  {preset['rule']}"]
+    lines += [f"  {text}" for text in preset.get("statements", [])]
+    for r in preset["rows"]:
+        lines.append(f"  {r['method']} · {r['protocol']} {r['column']}: published {_fmt(r['published'])}, "
+                     f"ours {_fmt(r['ours'])} ({r['verdict']}); {r['source']}")
+    return lines
 
 
 def experiment_csv(*, experiment: Experiment, records: bool = False) -> str:
@@ -216,16 +246,42 @@ def experiment_csv(*, experiment: Experiment, records: bool = False) -> str:
                              r.class_id, r.variant, r.ok, record_score(r), f"{r.seconds:.4f}", r.error,
                              json.dumps(r.data, sort_keys=True)])
         return out.getvalue()
-    writer.writerow(["protocol", "protocol_params", "method", "enhance", "n", "failed", "metric", "value", "better", "best"])
+    ranks = ((experiment.results or {}).get("rankings") or {}).get("ranks", {})
+    writer.writerow(["protocol", "protocol_params", "method", "enhance", "n", "failed", "metric", "value", "better", "best",
+                     "rank"])
     for block in (experiment.results or {}).get("protocols", []):
         params = json.dumps(block["params"], sort_keys=True)
         for row in block["rows"]:
             for col in block["columns"]:
                 value = row["values"].get(col["key"])
+                rank = ranks.get(f"{block['name']}:{col['key']}", {}).get(row["label"])
                 writer.writerow([block["name"], params, row["label"], row["enhance"], row["n"], row["failed"],
                                  col["key"], "" if value is None else value, col["better"],
-                                 value is not None and value == block["best"].get(col["key"])])
+                                 value is not None and value == block["best"].get(col["key"]),
+                                 "" if rank is None else rank])
     return out.getvalue()
+
+
+def experiment_rankings_csv(*, experiment: Experiment) -> str:
+    """The rankings as CSV: one ``aggregate`` row per method (mean rank, spread, metrics ranked), one
+    ``rank`` row per (method, metric), one ``agreement`` row per pair of metrics (Spearman ρ)."""
+    rankings = (experiment.results or {}).get("rankings") or {}
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["kind", "method", "metric", "other_metric", "value", "spread", "n"])
+    for row in rankings.get("aggregate", []):
+        writer.writerow(["aggregate", row["method"], "", "", _csv(row["mean_rank"]), _csv(row["spread"]), row["n"]])
+    for metric in rankings.get("metrics", []):
+        for method, rank in rankings["ranks"].get(metric, {}).items():
+            writer.writerow(["rank", method, metric, "", rank, "", ""])
+    for a in rankings.get("metrics", []):
+        for b in rankings["metrics"]:
+            writer.writerow(["agreement", "", a, b, _csv(rankings["agreement"][a][b]), "", ""])
+    return out.getvalue()
+
+
+def _csv(value: Any) -> Any:
+    return "" if value is None else value
 
 
 def experiment_json(*, experiment: Experiment, with_records: bool = True, public: bool = False) -> dict[str, Any]:

@@ -138,7 +138,7 @@ class ExperimentSerializer(serializers.ModelSerializer):
         fields = ["id", "name", "status", "error", "model", "model_snapshot", "dataset", "dataset_info", "methods",
                   "protocols", "seed", "shard_size", "scheduled_for", "after_current", "num_images", "units_total",
                   "estimated_seconds", "estimate_basis", "actual_seconds", "progress", "created_at", "started_at",
-                  "finished_at", "url", "page_url"]
+                  "finished_at", "url", "page_url", "preset"]
 
     def get_progress(self, obj) -> dict:
         return selectors.experiment_progress(experiment=obj)
@@ -177,3 +177,19 @@ class RecordSerializer(serializers.ModelSerializer):
 
     def get_thumb_size(self, obj) -> int:
         return Record.THUMB
+
+
+class PresetRunSerializer(serializers.Serializer):
+    """Queue a preset: everything optional; the preset supplies model, data set, methods and protocols."""
+
+    name = serializers.CharField(max_length=200, required=False, help_text="default: the preset's title")
+    model = serializers.IntegerField(required=False, allow_null=True,
+                                     help_text="id of a visible model, for presets that need an uploaded one")
+    images = serializers.IntegerField(required=False, allow_null=True, min_value=1,
+                                      help_text="only the first N images (a quick check)")
+    methods = serializers.ListField(child=serializers.CharField(max_length=100), required=False, allow_empty=False,
+                                    help_text="keep only these method keys of the preset (baselines stay)")
+    params = serializers.DictField(child=serializers.DictField(), required=False,
+                                   help_text='parameters per method key, e.g. {"rise": {"masks": 200}}')
+    start_at = serializers.DateTimeField(required=False, allow_null=True, help_text="queue overnight: start at this time")
+    after_current = serializers.BooleanField(default=False)

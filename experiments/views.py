@@ -38,7 +38,7 @@ class RecordPagination(PageNumberPagination):
 class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                         viewsets.GenericViewSet):
     """Benchmark runs. POST queues one (202, with the estimate); GET shows progress, ETA and the
-    table; ``cancel``, ``resume``, ``records`` (drill-down), ``export/txt|csv|json``."""
+    table; ``cancel``, ``resume``, ``records`` (drill-down), ``export/txt|csv|json|rankings``."""
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):
@@ -115,9 +115,10 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         response["Cache-Control"] = "private, max-age=3600"
         return response
 
-    @extend_schema(responses={(200, "text/plain"): OpenApiResponse(description="plain-text backup, CSV or JSON")},
+    @extend_schema(responses={(200, "text/plain"): OpenApiResponse(
+        description="plain-text backup, CSV, JSON, or the rankings across metrics as CSV")},
                    parameters=[OpenApiParameter("records", bool, description="CSV: one row per record")])
-    @action(detail=True, methods=["get"], url_path=r"export/(?P<kind>txt|csv|json)")
+    @action(detail=True, methods=["get"], url_path=r"export/(?P<kind>txt|csv|json|rankings)")
     def export(self, request, pk=None, kind=None):
         return export_response(self.get_object(), kind, records=request.query_params.get("records") in ("1", "true"))
 
@@ -143,11 +144,37 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         return Response(selectors.experiment_options(user=request.user))
 
 
+class PresetViewSet(viewsets.ViewSet):
+    """Presets that reproduce published tables: the list with what each needs on this server,
+    and ``run`` to queue one (202, the run as ``POST /api/experiments/`` answers)."""
+
+    lookup_field = "key"
+    lookup_value_regex = r"[a-z0-9][a-z0-9-]*"
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    def list(self, request):
+        return Response(services.presets_list(user=request.user))
+
+    @extend_schema(request=serializers.PresetRunSerializer, responses={202: serializers.ExperimentSerializer})
+    @action(detail=True, methods=["post"])
+    def run(self, request, key=None):
+        data = serializers.PresetRunSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = dict(data.validated_data)
+        experiment = services.preset_run(owner=request.user, key=key, model_id=values.pop("model", None), **values)
+        url = reverse("experiments:experiment-detail", args=[experiment.pk])
+        return Response(serializers.ExperimentSerializer(experiment).data, status=status.HTTP_202_ACCEPTED,
+                        headers={"Location": url})
+
+
 def export_response(experiment: Experiment, kind: str, *, records: bool = False) -> HttpResponse:
     stem = f"experiment-{experiment.pk}"
     if kind == "txt":
         response = HttpResponse(selectors.experiment_text_backup(experiment=experiment), content_type="text/plain; charset=utf-8")
         name = f"{stem}.txt"
+    elif kind == "rankings":
+        response = HttpResponse(selectors.experiment_rankings_csv(experiment=experiment), content_type="text/csv; charset=utf-8")
+        name = f"{stem}-rankings.csv"
     elif kind == "csv":
         response = HttpResponse(selectors.experiment_csv(experiment=experiment, records=records), content_type="text/csv; charset=utf-8")
         name = f"{stem}{'-records' if records else ''}.csv"
@@ -188,6 +215,14 @@ def experiment_page(request, pk: int):
 
 
 @login_required
+def presets_page(request):
+    # The ones that can run here first (the bundled preset on a fresh install).
+    presets = sorted(services.presets_list(user=request.user), key=lambda p: not p["available"])
+    return render(request, "experiments/presets.html", {"presets": presets, "config": {
+        "api": reverse("experiments:preset-list"), "presets": presets}})
+
+
+@login_required
 def compare_page(request):
     runs = list(selectors.experiments_of(request.user).filter(status=Experiment.Status.DONE)[:200])
     return render(request, "experiments/compare.html", {"runs": runs, "config": {
@@ -218,6 +253,9 @@ def _shared_files(experiment: Experiment, share, name: str):
                 f"experiment-{experiment.pk}.txt")
     if name == "export.csv":
         return _Download(selectors.experiment_csv(experiment=experiment).encode()), "text/csv", f"experiment-{experiment.pk}.csv"
+    if name == "export-rankings.csv":
+        return (_Download(selectors.experiment_rankings_csv(experiment=experiment).encode()), "text/csv",
+                f"experiment-{experiment.pk}-rankings.csv")
     if name == "export.json":
         return (_Download(json.dumps(selectors.experiment_json(experiment=experiment, public=True), indent=1).encode()),
                 "application/json", f"experiment-{experiment.pk}.json")

@@ -13,7 +13,8 @@ One module per sub-domain; the public names are re-exported here, so callers wri
 - :mod:`.runs`: create, schedule, start, cancel, resume, delete;
 - :mod:`.evaluation`: one (image, method) unit's records;
 - :mod:`.shards`: running a shard, closing the run;
-- :mod:`.aggregation`: the tables and curves.
+- :mod:`.aggregation`: the tables and curves;
+- :mod:`.presets`: presets available here, and queueing one.
 
 How a run survives crashes: the run is split into shards (ranges of images) queued with late
 acknowledgement, so a shard whose worker dies is delivered again. A shard writes the records
@@ -40,6 +41,7 @@ from .datasets import (
 from .estimates import experiment_estimate
 from .evaluation import Evaluator
 from .methods import BASELINES, baseline_map, method_entries
+from .presets import preset_availability, preset_run, presets_list
 from .protocols import check_protocol_fits, protocol_read
 from .runs import (
     SHARD_TARGET_SECONDS,
@@ -63,7 +65,13 @@ __all__ = [
     "DatasetKind", "Evaluator", "InputError", "NotAvailable", "StateError",
     "baseline_map", "check_protocol_fits", "dataset_expected", "dataset_needs_build", "dataset_open", "dataset_spec", "experiment_aggregate",
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
+<<<<<<< HEAD
     "experiment_estimate", "experiment_prepare", "experiments_prepare_resend", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
+=======
+    "experiment_estimate", "experiment_prepare", "experiment_resume", "experiment_run_sync", "experiment_start",
+    "experiment_submit", "experiments_release", "method_entries", "preset_availability", "preset_run", "presets_list",
+    "protocol_read", "run_manifest",
+>>>>>>> presets
     "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]

@@ -8,6 +8,7 @@ from django.utils import timezone
 from explain.core.engine import library_versions
 
 from ..core import metrics
+from ..core.presets import compare, get_preset, preset_keys
 from ..core.protocols import Protocol, protocol_from_dict
 from ..core.rankings import rankings
 from ..models import Experiment, Record
@@ -63,6 +64,10 @@ def experiment_aggregate(*, experiment: Experiment) -> dict:
                                  "params": protocol.params(), "columns": columns, "rows": rows, "best": best,
                                  "plots": metrics.get_family(protocol.metric).plots(protocol)})
     out["rankings"] = _rankings(out["protocols"])
+    # Preset keys are stored with runs and never removed; an unknown one (a run imported from
+    # a newer site) leaves the table alone.
+    if experiment.preset and experiment.preset in preset_keys():
+        out["preset"] = compare(get_preset(experiment.preset), out["protocols"])
     return out
 
 

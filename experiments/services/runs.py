@@ -47,9 +47,11 @@ def experiment_create(
     start_at: datetime | None = None,
     after_current: bool = False,
     submit: bool = True,
+    preset: str = "",
 ) -> Experiment:
     """Validate and store a run with its estimate; then queue it, schedule it, or (``submit=False``)
-    leave it for :func:`experiment_run_sync`.
+    leave it for :func:`experiment_run_sync`. ``preset``: the key of the preset the run
+    reproduces (:mod:`.presets`), so its results carry the published numbers beside ours.
 
     ``start_at`` (aware datetime) schedules the start; ``after_current`` starts it once the
     owner's queued and running runs have finished (runs so marked start one at a time, in
@@ -99,7 +101,8 @@ def experiment_create(
         seed=int(seed), shard_size=shard_size,
         status=Experiment.Status.PREPARING if prepare else Experiment.Status.SCHEDULED, scheduled_for=start_at,
         after_current=bool(after_current), num_images=num_images, units_total=num_images * len(entries),
-        estimated_seconds=estimate, estimate_basis=basis, prepare_sent_at=timezone.now() if prepare else None,
+        estimated_seconds=estimate, estimate_basis=basis, preset=preset,
+        prepare_sent_at=timezone.now() if prepare else None,
     )
     if prepare:
         from ..tasks import prepare_dataset  # here, not at the top: the tasks module imports this package
