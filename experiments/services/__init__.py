@@ -65,13 +65,8 @@ __all__ = [
     "DatasetKind", "Evaluator", "InputError", "NotAvailable", "StateError",
     "baseline_map", "check_protocol_fits", "dataset_expected", "dataset_needs_build", "dataset_open", "dataset_spec", "experiment_aggregate",
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
-<<<<<<< HEAD
     "experiment_estimate", "experiment_prepare", "experiments_prepare_resend", "experiment_resume", "experiment_run_sync", "experiment_start",
-    "experiment_submit", "experiments_release", "method_entries", "protocol_read", "run_manifest",
-=======
-    "experiment_estimate", "experiment_prepare", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "preset_availability", "preset_run", "presets_list",
     "protocol_read", "run_manifest",
->>>>>>> presets
     "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",
 ]
