@@ -37,13 +37,16 @@ SELECTORS = {
     "generate": "[data-testid=generate]", "cards": "#results .card",
 }
 
+# ``at``: the wall clock (ms since the epoch) when the card is done, to set beside the job row's
+# times (same machine, same clock): where the gap goes.
 OBSERVER = """([cardsSelector]) => {
   window.__visible = {};
+  window.__clicked = Date.now();
   const t0 = performance.now();
   const seen = () => document.querySelectorAll(cardsSelector).forEach(card => {
     const key = card.dataset.method + (card.dataset.enhance === 'true' ? '+enh' : '');
     if ((card.dataset.status === 'done' || card.dataset.status === 'failed') && !(key in window.__visible))
-      window.__visible[key] = {ms: performance.now() - t0, status: card.dataset.status,
+      window.__visible[key] = {ms: performance.now() - t0, at: Date.now(), status: card.dataset.status,
                                runtime: (card.querySelector('.runtime') || {}).textContent || ''};
   });
   new MutationObserver(seen).observe(document.body, {subtree: true, childList: true, attributes: true,
@@ -58,16 +61,33 @@ def _chromium() -> str:
     return path
 
 
-def _job_seconds(page, host: str) -> dict[str, float]:
-    """The recorded runtime of the newest map job per method key, read with the page's session."""
-    rows = page.evaluate("""async (url) => { const r = await fetch(url, {credentials: 'same-origin'});
-                            return r.json(); }""", f"{host}/api/jobs/")
-    rows = rows.get("results", rows) if isinstance(rows, dict) else rows
-    out: dict[str, float] = {}
-    for row in sorted(rows, key=lambda r: r["id"]):
-        if row.get("kind") != "predict" and row.get("seconds") is not None:
-            out[row["method_key"] + ("+enh" if row.get("enhance") else "")] = row["seconds"]
-    return out
+def _epoch(stamp: str | None) -> float | None:
+    return None if stamp is None else datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def _job_rows(page, host: str) -> dict[str, dict]:
+    """The map jobs of the newest set (each round makes one), per method key, read with the page's session."""
+    sets = page.evaluate("""async (url) => { const r = await fetch(url, {credentials: 'same-origin'});
+                            return r.json(); }""", f"{host}/api/explanation-sets/")
+    sets = sets.get("results", sets) if isinstance(sets, dict) else sets
+    newest = max(sets, key=lambda s: s["created_at"])
+    return {row["method_key"] + ("+enh" if row.get("enhance") else ""): row
+            for row in newest["jobs"] if row.get("kind") != "predict"}
+
+
+def _timeline(clicked_ms: float, visible_ms: float, job: dict | None) -> dict:
+    """Where the time from the click to the visible map went (seconds), from the job row's stamps.
+
+    ``request``: click to the job row (the page's POST); ``queue``: row to a worker starting it;
+    ``worker_overhead``: the worker's time around the method (model, image, files, rows);
+    ``method``: the method's own runtime; ``page``: job finished to the map drawn (the page's poll
+    interval, the map's download, drawing)."""
+    if job is None or job.get("finished_at") is None:
+        return {}
+    created, started, finished = (_epoch(job.get(k)) for k in ("created_at", "started_at", "finished_at"))
+    clicked, visible, seconds = clicked_ms / 1000, visible_ms / 1000, job.get("seconds") or 0.0
+    return {"request_s": created - clicked, "queue_s": started - created,
+            "worker_overhead_s": finished - started - seconds, "method_s": seconds, "page_s": visible - finished}
 
 
 def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") -> list[dict]:
@@ -98,18 +118,24 @@ def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") 
             page.wait_for_function("n => Object.keys(window.__visible).length >= n", arg=len(methods),
                                    timeout=300_000)
             visible = page.evaluate("window.__visible")
-            seconds = _job_seconds(page, host)
+            clicked = page.evaluate("window.__clicked")
+            jobs = _job_rows(page, host)
             for key, stamp in visible.items():
-                runtime = seconds.get(key)
+                job = jobs.get(key)
+                runtime = None if job is None else job.get("seconds")
                 after = stamp["ms"] / 1000
                 rows.append({"round": index, "method": key, "status": stamp["status"], "runtime_s": runtime,
-                             "visible_after_s": after, "gap_s": None if runtime is None else after - runtime})
+                             "visible_after_s": after, "gap_s": None if runtime is None else after - runtime,
+                             **_timeline(clicked, stamp["at"], job)})
         browser.close()
     return rows
 
 
+PARTS = ("request_s", "queue_s", "worker_overhead_s", "page_s")
+
+
 def _median(rows: list[dict], key: str) -> float | None:
-    values = [r[key] for r in rows if r[key] is not None]
+    values = [r[key] for r in rows if r.get(key) is not None]
     return statistics.median(values) if values else None
 
 
@@ -118,8 +144,9 @@ def summarise(rows: list[dict]) -> dict:
     for method in sorted({r["method"] for r in rows}):
         mine = [r for r in rows if r["method"] == method and r["status"] == "done"]
         out[method] = {"n": len(mine), "runtime_s": _median(mine, "runtime_s"),
-                       "visible_after_s": _median(mine, "visible_after_s"), "gap_s": _median(mine, "gap_s"), "gap_max_s": max((r["gap_s"] for r in mine if r["gap_s"] is not None),
-                                                               default=None)}
+                       "visible_after_s": _median(mine, "visible_after_s"), "gap_s": _median(mine, "gap_s"),
+                       "gap_max_s": max((r["gap_s"] for r in mine if r["gap_s"] is not None), default=None),
+                       **{part: _median(mine, part) for part in PARTS}}
     return out
 
 
@@ -145,7 +172,11 @@ def condition(name: str, host: str, load_users: int):
 
 def render(results: dict) -> str:
     lines = ["## Generate → map visible (median over rounds)", "",
-             "| condition | method | runtime s | visible after s | gap s | worst gap s |", "|---|---|---:|---:|---:|---:|"]
+             "The gap is visible after minus the method's runtime; its parts: the page's request, the wait "
+             "for a worker (queue), the worker's time around the method, and job finished → map drawn (page).", "",
+             "| condition | method | runtime s | visible after s | gap s | worst gap s "
+             "| request s | queue s | worker overhead s | page s |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def f(v):
         return "–" if v is None else f"{v:.2f}"
@@ -153,7 +184,8 @@ def render(results: dict) -> str:
     for name, per_method in results["conditions"].items():
         for method, row in per_method.items():
             lines.append(f"| {name} | {method} | {f(row['runtime_s'])} | {f(row['visible_after_s'])} | "
-                         f"{f(row['gap_s'])} | {f(row['gap_max_s'])} |")
+                         f"{f(row['gap_s'])} | {f(row['gap_max_s'])} | "
+                         + " | ".join(f(row.get(part)) for part in PARTS) + " |")
     return "\n".join(lines) + "\n"
 
 
