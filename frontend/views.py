@@ -5,9 +5,11 @@ import json
 import logging
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -98,7 +100,8 @@ def models_page(request):
             return redirect("frontend:models")
     builtins = explain_selectors.models_visible_to(None)
     own = explain_selectors.models_owned_by(request.user)
-    return render(request, "frontend/models.html", {"form": form, "builtins": builtins, "own": own})
+    return render(request, "frontend/models.html", {"form": form, "builtins": builtins, "own": own,
+                                                    "weights_mirror": settings.WEIGHTS_MIRROR})
 
 
 @login_required
@@ -117,6 +120,22 @@ def builtin_weights_import(request, pk: int):
         messages.error(request, f"The weights of {model.name} were not installed: {error}")
     else:
         messages.success(request, f"The weights of {model.name} were checked and installed.")
+    return redirect("frontend:models")
+
+
+@login_required
+@require_POST
+def builtin_weights_fetch(request, pk: int):
+    """An operator asks a worker to download a built-in's published weights (never done unasked)."""
+    if not request.user.is_staff:
+        raise PermissionDenied("only operators fetch weights")
+    model = get_object_or_404(explain_selectors.models_visible_to(None), pk=pk)
+    try:
+        explain_services.builtin_weights_fetch_request(model=model, requested_by=request.user)
+    except ValueError as error:
+        messages.error(request, f"The weights of {model.name} were not fetched: {error}")
+    else:
+        messages.success(request, f"A worker is fetching the weights of {model.name}; reload this page to follow it.")
     return redirect("frontend:models")
 
 
