@@ -39,12 +39,29 @@ def method_setting_for(*, user, model: ClassifierModel, method_key: str) -> Meth
     return MethodSetting.objects.filter(owner=user, model=model, method_key=method_key).first()
 
 
-def method_availability(model: ClassifierModel, method_key: str) -> str:
-    """Why ``method_key`` cannot run on ``model`` ("" when it can)."""
+def method_unsupported_reason(model: ClassifierModel, method_key: str) -> str:
+    """Why the architecture of ``model`` cannot be explained by ``method_key`` ("" when it can).
+
+    The engine's own reason (``Method.unsupported_reason`` for the real architecture: family,
+    Swin's channels-last stages, a fixed input size, …), recorded on the row by
+    ``services.classifier_model_layers_ensure``; only a row not yet described falls back to the
+    family the method declares."""
     cls = registry.get_method_class(method_key)
+    label = cls.label or cls.key
+    recorded = (model.method_support or {}).get(cls.key)
+    if recorded is not None:
+        return f"{label} {recorded}." if recorded else ""
     if model.family not in cls.families:
         names = " and ".join("ViT" if f == "vit" else "CNN" for f in sorted(cls.families))
-        return f"{cls.label or cls.key} works on {names} models only; {model.name} is a {model.get_family_display()}."
+        return f"{label} supports {names} models only; {model.name} is a {model.get_family_display()}."
+    return ""
+
+
+def method_availability(model: ClassifierModel, method_key: str) -> str:
+    """Why ``method_key`` cannot run on ``model`` now ("" when it can): its architecture, then its weights."""
+    reason = method_unsupported_reason(model, method_key)
+    if reason:
+        return reason
     if not model.weights_present:
         return f"The weights of {model.name} are not installed on this server."
     return ""
@@ -59,6 +76,7 @@ def method_schema(model: ClassifierModel, method_key: str) -> dict:
         if entry["kind"] == "layer":
             entry["choices"] = list(model.layers)
             entry["default"] = entry["default"] or model.default_layers.get(entry.get("role") or role)
+    schema["reason_unsupported"] = method_unsupported_reason(model, method_key)
     schema["reason_unavailable"] = method_availability(model, method_key)
     schema["enhance_params"] = [p.to_schema() for p in ENHANCE_PARAMS]
     return schema

@@ -27,6 +27,8 @@ from saliency_site.errors import InputError, NotAvailable, StateError
 
 from . import weights_fetch
 from .core import custom, imaging, registry, zoo
+from .core.handle import Classifier
+from .core.wrap import feature_layout_of
 from .core.enhance import resolve_enhance_params
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
@@ -60,10 +62,21 @@ def _sample_image(key: str):
 # Models
 
 
-def _describe_builtin(name: str) -> dict:
-    spec = zoo.get_spec(name)
-    module = spec.build(1000)
-    return {"layers": [n for n, _ in module.named_modules() if n]}
+def _architecture_classifier(model: ClassifierModel) -> Classifier:
+    """The model's architecture with random weights: all the engine's support checks look at
+    (family, feature layout, input size), without reading the weights."""
+    if model.is_builtin:
+        clf = zoo.random_classifier(model.builtin_key)
+    else:
+        module = zoo.ready_for_inference(custom.build_module(model.architecture, model.num_classes), None)
+        pre = model.preprocessing or {}
+        clf = Classifier(
+            name=model.name, module=module, family=model.family,
+            class_names=tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes)),
+            default_layers=dict(model.default_layers), input_size=int(pre.get("input_size", 224)),
+            resize_size=int(pre.get("resize_size", 256)), feature_layout=feature_layout_of(module, model.family),
+        )
+    return dataclasses.replace(clf, name=model.name)
 
 
 @transaction.atomic
@@ -206,10 +219,19 @@ def builtin_weights_fetch(*, model: ClassifierModel, force: bool = False, mirror
 
 
 def classifier_model_layers_ensure(*, model: ClassifierModel) -> ClassifierModel:
-    """Record the hookable layers of a built-in the first time a form needs them (builds the net once)."""
-    if not model.layers and model.is_builtin:
-        model.layers = _describe_builtin(model.builtin_key)["layers"]
-        model.save(update_fields=["layers", "updated_at"])
+    """Record the hookable layers of a built-in, and for every model which methods its architecture
+    supports (the engine's reasons, ``explain.core.method_support``), the first time a form or a
+    listing needs them: the net is built once (random weights), then the row answers. Recorded
+    again when the registered methods change."""
+    if model.layers and set(model.method_support) == set(registry.method_keys()):
+        return model
+    clf = _architecture_classifier(model)
+    fields = ["method_support", "updated_at"]
+    if not model.layers:
+        model.layers = clf.hookable_layers()
+        fields.append("layers")
+    model.method_support = {key: reason or "" for key, reason in registry.method_support(clf).items()}
+    model.save(update_fields=fields)
     return model
 
 
@@ -454,6 +476,7 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
         raise InputError("choose at least one method")
     from .selectors import method_availability, method_setting_for
 
+    classifier_model_layers_ensure(model=model)  # the engine's reasons for this architecture
     jobs = []
     for entry in methods:
         key = registry.get_method_class(str(entry.get("key", ""))).key

@@ -188,10 +188,18 @@ def settings_page(request):
         model_id = 0
     model = next((m for m in models if m.pk == model_id), None) or next((m for m in models if m.weights_present), models[0])
     keys = registry.method_keys()
-    method_key = request.GET.get("method") or request.POST.get("method") or keys[0]
+    explain_services.classifier_model_layers_ensure(model=model)
+    methods = [{"key": k, "label": registry.get_method_class(k).label or k,
+                "reason": explain_selectors.method_unsupported_reason(model, k)} for k in keys]
+    runnable = [m["key"] for m in methods if not m["reason"]] or keys
+    method_key = request.GET.get("method") or request.POST.get("method") or runnable[0]
     if method_key not in keys:
         raise Http404("unknown method")
-    explain_services.classifier_model_layers_ensure(model=model)
+    if request.GET.get("pick") and method_key not in runnable:
+        # The picker changed the model under a method it cannot run: open on one it can.
+        messages.info(request, explain_selectors.method_unsupported_reason(model, method_key)
+                      + f" Showing {registry.get_method_class(runnable[0]).label or runnable[0]} instead.")
+        return redirect(f"{reverse('frontend:settings')}?model={model.pk}&method={runnable[0]}")
     errors: list[str] = []
     if request.method == "POST":
         if "reset" in request.POST:
@@ -222,7 +230,7 @@ def settings_page(request):
         saved = {k: v for k, v in request.POST.items()}
         saved_enhance = {k[len("enhance_"):]: v for k, v in request.POST.items() if k.startswith("enhance_")}
     return render(request, "frontend/settings.html", {
-        "models": models, "model": model, "methods": [registry.get_method_class(k) for k in keys],
+        "models": models, "model": model, "methods": methods, "unsupported": [m for m in methods if m["reason"]],
         "method_key": method_key, "schema": schema, "fields": _form_fields(schema["params"], saved),
         "enhance_fields": _form_fields(schema["enhance_params"], saved_enhance, prefix="enhance_"),
         "setting": setting, "errors": errors,
