@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from django.db.models import Prefetch
 
-from .core import registry
+from .core import custom, registry
 from .core.enhance import ENHANCE_PARAMS
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
@@ -95,3 +95,32 @@ def methods_for_model(model: ClassifierModel, user=None) -> list[dict]:
         schema["saved_enhance_params"] = setting.enhance_params if setting else {}
         out.append(schema)
     return out
+
+
+#: Most architectures one search answers.
+ARCHITECTURE_SEARCH_LIMIT = 50
+
+
+def architectures_matching(query: str = "", *, limit: int = ARCHITECTURE_SEARCH_LIMIT) -> list[dict]:
+    """Architecture names an upload accepts: without ``query`` the suggested list
+    (``custom.ARCHITECTURES``); with one, every classification model name of
+    ``torchvision.models.list_models()`` and ``timm.list_models()`` holding each of its words
+    (case-insensitive), the suggested first, then the shorter, at most ``limit``. ``family`` is
+    known for the suggested ones only (the others' is read off the module when uploaded)."""
+    suggested = [{"name": a.name, "library": a.library, "family": a.family, "suggested": True}
+                 for a in custom.ARCHITECTURES.values()]
+    words = [w for w in (query or "").lower().split() if w]
+    if not words:
+        return suggested
+    import timm
+    import torchvision.models as tvm
+
+    found = {a["name"]: a for a in suggested}
+    # torchvision first: a name both libraries know is built by torchvision (custom.get_architecture).
+    for library, names in (("torchvision", tvm.list_models(module=tvm)), ("timm", timm.list_models())):
+        for name in names:
+            if name not in found:
+                found[name] = {"name": name, "library": library, "family": "", "suggested": False}
+    hits = [a for name, a in found.items() if all(w in name.lower() for w in words)]
+    hits.sort(key=lambda a: (not a["suggested"], len(a["name"]), a["name"]))
+    return hits[:limit]
