@@ -43,6 +43,12 @@ class ClassifierModel(models.Model):
     layers = models.JSONField(default=list, blank=True)
     default_layers = models.JSONField(default=dict, blank=True)
     preprocessing = models.JSONField(default=dict, blank=True)
+    # Method key -> why that method cannot explain this architecture ("" where it can), from the
+    # engine (``explain.core.method_support``), recorded with the layers so listings build no net.
+    method_support = models.JSONField(default=dict, blank=True)
+    # A built-in's last weights download: status (queued, running, done, failed), progress,
+    # message, url, sha256 and how the file was checked (``services.builtin_weights_fetch``).
+    weights_fetch = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -62,6 +68,10 @@ class ClassifierModel(models.Model):
     @property
     def is_builtin(self) -> bool:
         return self.owner_id is None
+
+    @property
+    def weights_fetch_status(self) -> str:
+        return (self.weights_fetch or {}).get("status", "")
 
 
 class MethodSetting(models.Model):

@@ -52,7 +52,8 @@ class RenameSerializer(serializers.Serializer):
 class ArchitectureSerializer(serializers.Serializer):
     name = serializers.CharField()
     library = serializers.CharField()
-    family = serializers.CharField()
+    family = serializers.CharField(help_text="cnn or vit; empty where only the upload tells")
+    suggested = serializers.BooleanField()
 
 
 class MethodSettingSerializer(serializers.ModelSerializer):

@@ -12,9 +12,10 @@ import io
 import json
 import logging
 import tempfile
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 from django.conf import settings
@@ -23,10 +24,13 @@ from django.db import IntegrityError, InterfaceError, OperationalError, transact
 from django.db.models import Q
 from django.utils import timezone
 
-from saliency_site.errors import InputError, NotAvailable
+from saliency_site.errors import InputError, NotAvailable, StateError
 
+from . import weights_fetch
 from .core import custom, imaging, registry, zoo
 from .core.engine import explain, explain_many, shared_pass_key
+from .core.handle import Classifier
+from .core.wrap import feature_layout_of
 from .core.enhance import resolve_enhance_params
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
@@ -60,10 +64,21 @@ def _sample_image(key: str):
 # Models
 
 
-def _describe_builtin(name: str) -> dict:
-    spec = zoo.get_spec(name)
-    module = spec.build(1000)
-    return {"layers": [n for n, _ in module.named_modules() if n]}
+def _architecture_classifier(model: ClassifierModel) -> Classifier:
+    """The model's architecture with random weights: all the engine's support checks look at
+    (family, feature layout, input size), without reading the weights."""
+    if model.is_builtin:
+        clf = zoo.random_classifier(model.builtin_key)
+    else:
+        module = zoo.ready_for_inference(custom.build_module(model.architecture, model.num_classes), None)
+        pre = model.preprocessing or {}
+        clf = Classifier(
+            name=model.name, module=module, family=model.family,
+            class_names=tuple(model.class_names) or tuple(f"class {i}" for i in range(model.num_classes)),
+            default_layers=dict(model.default_layers), input_size=int(pre.get("input_size", 224)),
+            resize_size=int(pre.get("resize_size", 256)), feature_layout=feature_layout_of(module, model.family),
+        )
+    return dataclasses.replace(clf, name=model.name)
 
 
 @transaction.atomic
@@ -114,11 +129,111 @@ def builtin_weights_import(*, model: ClassifierModel, weights) -> ClassifierMode
     return model
 
 
+#: A fetch marked queued or running whose record has not moved for this long is taken as lost
+#: (its worker died): an operator may ask again.
+FETCH_STALE_SECONDS = 300
+_FETCH_PROGRESS_EVERY_S = 1.0
+
+
+def _fetch_record(model: ClassifierModel, **fields) -> None:
+    record = {**(model.weights_fetch or {}), **fields, "updated_at": timezone.now().isoformat()}
+    model.weights_fetch = record
+    ClassifierModel.objects.filter(pk=model.pk).update(weights_fetch=record)
+
+
+def _fetch_in_flight(model: ClassifierModel) -> bool:
+    record = model.weights_fetch or {}
+    if record.get("status") not in ("queued", "running"):
+        return False
+    try:
+        updated = datetime.fromisoformat(record["updated_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return (timezone.now() - updated).total_seconds() < FETCH_STALE_SECONDS
+
+
+def builtin_weights_fetch_request(*, model: ClassifierModel, requested_by=None) -> ClassifierModel:
+    """Queue the download of a built-in's published weights on a worker (the ``default`` queue).
+
+    Refused where the weights are present already or a fetch of them is under way.
+    """
+    from .tasks import fetch_weights
+
+    if not model.is_builtin:
+        raise InputError("weights can be fetched for built-in models only; upload your own model instead")
+    weights_fetch.source_for(model.builtin_key)  # a clear error now for a model with nothing to fetch
+    with transaction.atomic():
+        model = ClassifierModel.objects.select_for_update().get(pk=model.pk)
+        if model.weights_present:
+            raise StateError(f"the weights of {model.name} are installed already")
+        if _fetch_in_flight(model):
+            raise StateError(f"the weights of {model.name} are being fetched already")
+        # The worker fetches through the mirror the operator saw configured when asking.
+        _fetch_record(model, status="queued", progress=0.0, message="waiting for a worker",
+                      requested_by=getattr(requested_by, "username", ""), mirror=settings.WEIGHTS_MIRROR)
+
+        def send() -> None:
+            try:
+                fetch_weights.delay(model.pk)
+            except Exception:
+                logger.exception("could not queue the weights fetch of %s", model.builtin_key)
+                _fetch_record(model, status="failed", message="the job queue is unreachable; try again in a moment")
+
+        transaction.on_commit(send)
+    return model
+
+
+def builtin_weights_fetch(*, model: ClassifierModel, force: bool = False, mirror: str | None = None,
+                          progress: Callable[[int, int | None], None] | None = None) -> ClassifierModel:
+    """Download, check and install the published weights of a built-in, here and now (the command
+    and the worker's task). ``mirror`` (default ``SALIENCY_WEIGHTS_MIRROR``) replaces the origin. The row records the
+    state and, at the end, where the file came from and how it was checked; a failure is recorded
+    and raised (``NotAvailable``, ``WeightsInvalid``), with nothing installed."""
+    if not model.is_builtin:
+        raise InputError("weights can be fetched for built-in models only; upload your own model instead")
+    if model.weights_present and not force:
+        raise StateError(f"the weights of {model.name} are installed already (fetch again with --force)")
+    source = weights_fetch.source_for(model.builtin_key)
+    mirror = settings.WEIGHTS_MIRROR if mirror is None else mirror
+    _fetch_record(model, status="running", progress=0.0, message=f"downloading {source.origin}",
+                  url="", sha256="", checksum="", mirror=mirror)
+    last = [0.0]
+
+    def report(done: int, total: int | None) -> None:
+        if progress:
+            progress(done, total)
+        now = time.monotonic()
+        if total and now - last[0] >= _FETCH_PROGRESS_EVERY_S:
+            last[0] = now
+            _fetch_record(model, progress=round(done / total, 3))
+
+    try:
+        result = weights_fetch.fetch_weights(model.builtin_key, mirror=mirror, source=source, progress=report)
+    except ValueError as error:
+        _fetch_record(model, status="failed", message=str(error))
+        raise
+    _fetch_record(model, status="done", progress=1.0, url=result.url, sha256=result.sha256,
+                  checksum=result.checksum_note, bytes=result.bytes,
+                  message=f"installed from {result.url} ({result.checksum_note})")
+    builtin_models_sync()
+    model.refresh_from_db()
+    return model
+
+
 def classifier_model_layers_ensure(*, model: ClassifierModel) -> ClassifierModel:
-    """Record the hookable layers of a built-in the first time a form needs them (builds the net once)."""
-    if not model.layers and model.is_builtin:
-        model.layers = _describe_builtin(model.builtin_key)["layers"]
-        model.save(update_fields=["layers", "updated_at"])
+    """Record the hookable layers of a built-in, and for every model which methods its architecture
+    supports (the engine's reasons, ``explain.core.method_support``), the first time a form or a
+    listing needs them: the net is built once (random weights), then the row answers. Recorded
+    again when the registered methods change."""
+    if model.layers and set(model.method_support) == set(registry.method_keys()):
+        return model
+    clf = _architecture_classifier(model)
+    fields = ["method_support", "updated_at"]
+    if not model.layers:
+        model.layers = clf.hookable_layers()
+        fields.append("layers")
+    model.method_support = {key: reason or "" for key, reason in registry.method_support(clf).items()}
+    model.save(update_fields=fields)
     return model
 
 
@@ -389,6 +504,7 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
         raise InputError("choose at least one method")
     from .selectors import method_availability, method_setting_for
 
+    classifier_model_layers_ensure(model=model)  # the engine's reasons for this architecture
     jobs = []
     for entry in methods:
         key = registry.get_method_class(str(entry.get("key", ""))).key

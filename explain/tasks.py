@@ -15,7 +15,7 @@ from django.db import InterfaceError, OperationalError
 from saliency_site.workers import SWEEP_SNAPSHOT_AGE_S, live_workers
 
 from . import services
-from .models import Job
+from .models import ClassifierModel, Job
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +43,19 @@ def run_jobs(self, job_ids: list[int]) -> None:
     if all(job.is_finished for job in jobs):
         return  # deleted meanwhile, or a redelivery of finished work
     services.jobs_run(jobs=jobs, worker=self.request.hostname or "")
+
+
+@shared_task(name="explain.tasks.fetch_weights", acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def fetch_weights(model_id: int) -> None:
+    """Download a built-in's published weights (queued by an operator; the ``default`` queue).
+    The outcome is recorded on the row, which the Models page shows."""
+    model = ClassifierModel.objects.filter(pk=model_id, owner__isnull=True).first()
+    if model is None or model.weights_present or model.weights_fetch_status not in ("queued", "running"):
+        return  # gone, installed meanwhile, or a redelivery of a finished fetch
+    try:
+        services.builtin_weights_fetch(model=model, mirror=model.weights_fetch.get("mirror"))
+    except ValueError as error:  # recorded on the row by the service
+        logger.info("fetching the weights of %s failed: %s", model.builtin_key, error)
 
 
 @shared_task(name="explain.tasks.requeue_stale_jobs", ignore_result=True)

@@ -17,7 +17,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from . import selectors, serializers, services
-from .core import custom
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
 logger = logging.getLogger(__name__)
@@ -98,12 +97,17 @@ class ClassifierModelViewSet(viewsets.ModelViewSet):
 
 
 class ArchitectureView(APIView):
-    """Architectures a user may upload weights for."""
+    """Architectures a user may upload weights for: any classification model name that
+    ``torchvision.models`` or ``timm.create_model`` builds. Without ``q`` the suggested list;
+    ``?q=convnext tiny`` searches both libraries' names (every word must occur), at most 50."""
 
-    @extend_schema(responses={200: serializers.ArchitectureSerializer(many=True)})
+    @extend_schema(parameters=[OpenApiParameter("q", str, description="words the architecture name must hold")],
+                   responses={200: serializers.ArchitectureSerializer(many=True)})
     def get(self, request):
-        return Response([{"name": a.name, "library": a.library, "family": a.family}
-                         for a in custom.ARCHITECTURES.values()])
+        query = request.query_params.get("q", "")
+        if len(query) > 100:
+            raise exceptions.ValidationError({"q": "search with at most 100 characters"})
+        return Response(selectors.architectures_matching(query))
 
 
 class MethodSettingViewSet(viewsets.ModelViewSet):

@@ -9,6 +9,7 @@ pages = [
     path("segment/", views.segment_page, name="segment"),
     path("models/", views.models_page, name="models"),
     path("models/<int:pk>/weights/", views.builtin_weights_import, name="builtin-weights"),
+    path("models/<int:pk>/fetch-weights/", views.builtin_weights_fetch, name="builtin-weights-fetch"),
     path("models/<int:pk>/rename/", views.model_rename, name="model-rename"),
     path("models/<int:pk>/delete/", views.model_delete, name="model-delete"),
     path("settings/", views.settings_page, name="settings"),

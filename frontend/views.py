@@ -5,9 +5,11 @@ import json
 import logging
 
 from django import forms
+from django.conf import settings
 from django.contrib import messages
 from django.db.models import Count, Q
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -98,7 +100,8 @@ def models_page(request):
             return redirect("frontend:models")
     builtins = explain_selectors.models_visible_to(None)
     own = explain_selectors.models_owned_by(request.user)
-    return render(request, "frontend/models.html", {"form": form, "builtins": builtins, "own": own})
+    return render(request, "frontend/models.html", {"form": form, "builtins": builtins, "own": own,
+                                                    "weights_mirror": settings.WEIGHTS_MIRROR})
 
 
 @login_required
@@ -117,6 +120,22 @@ def builtin_weights_import(request, pk: int):
         messages.error(request, f"The weights of {model.name} were not installed: {error}")
     else:
         messages.success(request, f"The weights of {model.name} were checked and installed.")
+    return redirect("frontend:models")
+
+
+@login_required
+@require_POST
+def builtin_weights_fetch(request, pk: int):
+    """An operator asks a worker to download a built-in's published weights (never done unasked)."""
+    if not request.user.is_staff:
+        raise PermissionDenied("only operators fetch weights")
+    model = get_object_or_404(explain_selectors.models_visible_to(None), pk=pk)
+    try:
+        explain_services.builtin_weights_fetch_request(model=model, requested_by=request.user)
+    except ValueError as error:
+        messages.error(request, f"The weights of {model.name} were not fetched: {error}")
+    else:
+        messages.success(request, f"A worker is fetching the weights of {model.name}; reload this page to follow it.")
     return redirect("frontend:models")
 
 
@@ -169,10 +188,18 @@ def settings_page(request):
         model_id = 0
     model = next((m for m in models if m.pk == model_id), None) or next((m for m in models if m.weights_present), models[0])
     keys = registry.method_keys()
-    method_key = request.GET.get("method") or request.POST.get("method") or keys[0]
+    explain_services.classifier_model_layers_ensure(model=model)
+    methods = [{"key": k, "label": registry.get_method_class(k).label or k,
+                "reason": explain_selectors.method_unsupported_reason(model, k)} for k in keys]
+    runnable = [m["key"] for m in methods if not m["reason"]] or keys
+    method_key = request.GET.get("method") or request.POST.get("method") or runnable[0]
     if method_key not in keys:
         raise Http404("unknown method")
-    explain_services.classifier_model_layers_ensure(model=model)
+    if request.GET.get("pick") and method_key not in runnable:
+        # The picker changed the model under a method it cannot run: open on one it can.
+        messages.info(request, explain_selectors.method_unsupported_reason(model, method_key)
+                      + f" Showing {registry.get_method_class(runnable[0]).label or runnable[0]} instead.")
+        return redirect(f"{reverse('frontend:settings')}?model={model.pk}&method={runnable[0]}")
     errors: list[str] = []
     if request.method == "POST":
         if "reset" in request.POST:
@@ -203,7 +230,7 @@ def settings_page(request):
         saved = {k: v for k, v in request.POST.items()}
         saved_enhance = {k[len("enhance_"):]: v for k, v in request.POST.items() if k.startswith("enhance_")}
     return render(request, "frontend/settings.html", {
-        "models": models, "model": model, "methods": [registry.get_method_class(k) for k in keys],
+        "models": models, "model": model, "methods": methods, "unsupported": [m for m in methods if m["reason"]],
         "method_key": method_key, "schema": schema, "fields": _form_fields(schema["params"], saved),
         "enhance_fields": _form_fields(schema["enhance_params"], saved_enhance, prefix="enhance_"),
         "setting": setting, "errors": errors,

@@ -225,6 +225,11 @@ REQUEST_BODY_READ_TIMEOUT = env_int("REQUEST_BODY_READ_TIMEOUT", 30)
 # Weights imported by `manage.py import_weights`; read by explain.core.zoo through this variable.
 WEIGHTS_DIR = Path(os.environ.get("SALIENCY_WEIGHTS_DIR", DATA_DIR / "weights")).resolve()
 os.environ.setdefault("SALIENCY_WEIGHTS_DIR", str(WEIGHTS_DIR))
+# `manage.py fetch_weights` and the Models page's fetch button download from this base URL instead
+# of torchvision's and Hugging Face's servers, keeping the file names (README, "Weights: fetched, mirrored or imported").
+WEIGHTS_MIRROR = os.environ.get("SALIENCY_WEIGHTS_MIRROR", "").strip()
+if WEIGHTS_MIRROR and not WEIGHTS_MIRROR.startswith(("http://", "https://")):
+    raise ImproperlyConfigured(f"SALIENCY_WEIGHTS_MIRROR must be an http(s) base URL, not {WEIGHTS_MIRROR!r}")
 
 # Folders a user may name as a data set path (experiments); colon-separated.
 DATA_ROOTS = [Path(p).resolve() for p in os.environ.get("SALIENCY_DATA_ROOTS", str(DATA_DIR / "datasets")).split(":") if p]

@@ -379,7 +379,8 @@ def random_classifier(name: str, num_classes: int = 1000, seed: int = 0, device=
 
 
 def import_weights(name: str, source: Path) -> tuple[Path, str]:
-    """Check ``source`` against the architecture of ``name`` and install it as its weights.
+    """Check ``source`` against the architecture of ``name`` (keys, shapes, one forward pass) and
+    install it as its weights.
 
     The file is written as ``<weights_dir>/<name>.safetensors`` (no pickle on later loads).
     Returns the installed path and its sha256. Raises ``WeightsInvalid`` saying what is wrong.
@@ -395,7 +396,14 @@ def import_weights(name: str, source: Path) -> tuple[Path, str]:
         if not spec.map_keys_in_order:
             raise
         fitted = fit_state_dict(module, state, map_keys_in_order=True)
-    module.load_state_dict(fitted)  # the final check: PyTorch itself accepts them
+    module.load_state_dict(fitted)  # PyTorch itself accepts them
+    module.eval()
+    with torch.no_grad():  # and they compute: one forward pass on a blank image
+        logits = module(torch.zeros(1, 3, spec.input_size, spec.input_size))
+    if tuple(logits.shape) != (1, 1000) or not torch.isfinite(logits).all():
+        raise WeightsInvalid(f"a forward pass with these weights gave {tuple(logits.shape)} logits"
+                             f"{'' if torch.isfinite(logits).all() else ' with NaN or infinite values'}, "
+                             "expected 1000 finite ones")
     target_dir = weights_dir()
     target_dir.mkdir(parents=True, exist_ok=True)
     target = target_dir / f"{name}.safetensors"
