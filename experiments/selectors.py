@@ -55,6 +55,23 @@ def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
     }
 
 
+def estimate_summary(*, plan) -> dict[str, Any]:
+    """A planned run's estimate as the new-run form shows it (``services.RunPlan`` in)."""
+    labels = {m["slot"]: m["label"] + (" + enhancement" if m["enhance"] else "") for m in plan.methods}
+    rows = []
+    for key, entry in plan.basis.items():
+        slot, protocol = key.split("|", 1)
+        rows.append({"slot": int(slot), "method": labels[int(slot)], "protocol": protocol,
+                     "seconds_per_image": entry["seconds_per_image"], "source": entry["source"]})
+    return {
+        "estimated_seconds": plan.estimated_seconds, "num_images": plan.num_images,
+        "methods": len(plan.methods), "protocols": len(plan.protocols),
+        "units_total": plan.num_images * len(plan.methods), "shard_size": plan.shard_size,
+        "shards": math.ceil(plan.num_images / plan.shard_size), "prepare": plan.prepare,
+        "rows": rows, "basis": plan.basis,
+    }
+
+
 def shards_running(*, experiment: Experiment) -> int:
     """The run's shards that are really running: marked running on a worker that is alive,
     and never more than those workers' pool slots. A shard whose worker died counts as

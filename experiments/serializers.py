@@ -112,6 +112,33 @@ class ExperimentCreateSerializer(serializers.Serializer):
         return _plain(value)
 
 
+class ExperimentEstimateSerializer(ExperimentCreateSerializer):
+    """The body of a new run, to estimate it before submitting: the same fields, the name optional."""
+
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class EstimateBasisSerializer(serializers.Serializer):
+    slot = serializers.IntegerField()
+    method = serializers.CharField(help_text="the method's label, '+ enhancement' where enhanced")
+    protocol = serializers.CharField()
+    seconds_per_image = serializers.FloatField()
+    source = serializers.CharField(help_text="measured on this site, or the prior")
+
+
+class ExperimentEstimateResultSerializer(serializers.Serializer):
+    estimated_seconds = serializers.FloatField(help_text="on one worker; what the run would store")
+    num_images = serializers.IntegerField()
+    methods = serializers.IntegerField()
+    protocols = serializers.IntegerField()
+    units_total = serializers.IntegerField(help_text="(image, method) units")
+    shard_size = serializers.IntegerField()
+    shards = serializers.IntegerField()
+    prepare = serializers.BooleanField(help_text="the data set is generated on a worker first")
+    rows = EstimateBasisSerializer(many=True, help_text="the per-(method, protocol) basis")
+    basis = serializers.DictField(help_text="the basis as the run stores it (estimate_basis)")
+
+
 def _plain(value):
     """Nested validated data as plain dicts and lists (it is stored as JSON)."""
     if isinstance(value, dict):

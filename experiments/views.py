@@ -58,13 +58,24 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         data = serializers.ExperimentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        model = models_visible_to(request.user).filter(pk=values.pop("model")).first()
-        if model is None:
-            raise exceptions.ValidationError({"model": "no such model"})
+        model = _visible_model(request.user, values.pop("model"))
         experiment = services.experiment_create(owner=request.user, model=model, **values)
         url = reverse("experiments:experiment-detail", args=[experiment.pk])
         return Response(serializers.ExperimentSerializer(experiment).data, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": url})
+
+    @extend_schema(request=serializers.ExperimentEstimateSerializer,
+                   responses={200: serializers.ExperimentEstimateResultSerializer})
+    @action(detail=False, methods=["post"])
+    def estimate(self, request):
+        """The estimate of a new run, from the body POST would take: validated alike, nothing stored."""
+        data = serializers.ExperimentEstimateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        plan = services.experiment_plan(
+            owner=request.user, model=_visible_model(request.user, values["model"]), dataset=values["dataset"],
+            methods=values["methods"], protocols=values["protocols"], shard_size=values.get("shard_size"))
+        return Response(selectors.estimate_summary(plan=plan))
 
     def perform_destroy(self, instance):
         services.experiment_delete(experiment=instance)
@@ -141,6 +152,13 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     def new_run_options(self, request):
         """Models, methods (with the two baselines), protocols and data-set kinds for a new run."""
         return Response(selectors.experiment_options(user=request.user))
+
+
+def _visible_model(user, pk: int):
+    model = models_visible_to(user).filter(pk=pk).first()
+    if model is None:
+        raise exceptions.ValidationError({"model": "no such model"})
+    return model
 
 
 def export_response(experiment: Experiment, kind: str, *, records: bool = False) -> HttpResponse:
