@@ -189,11 +189,39 @@ class RecordSerializer(serializers.ModelSerializer):
     score = serializers.SerializerMethodField()
     thumb = serializers.SerializerMethodField()
     thumb_size = serializers.SerializerMethodField()
+    class_name = serializers.SerializerMethodField()
+    label_name = serializers.SerializerMethodField()
+    pointing = serializers.SerializerMethodField()
 
     class Meta:
         model = Record
         fields = ["id", "image_index", "image_key", "method_slot", "method_key", "enhance", "protocol", "class_id",
-                  "variant", "ok", "error", "seconds", "score", "data", "thumb", "thumb_size"]
+                  "class_name", "label_name", "variant", "ok", "error", "seconds", "score", "data", "pointing",
+                  "thumb", "thumb_size"]
+
+    def _name(self, class_id) -> str | None:
+        names = self.context.get("class_names") or []
+        return names[class_id] if isinstance(class_id, int) and 0 <= class_id < len(names) else None
+
+    def get_class_name(self, obj) -> str | None:
+        """The explained class by name (context ``class_names``), or null."""
+        return self._name(obj.class_id)
+
+    def get_label_name(self, obj) -> str | None:
+        """The ground-truth label a record compared against (perturbation), by name, or null."""
+        return self._name((obj.data or {}).get("label"))
+
+    def get_pointing(self, obj) -> dict | None:
+        """A pointing-game record's maximum ``point`` (x, y in original pixels), ``hit`` (the
+        maximum's own verdict; null for a top-k score) and the protocol's ``tolerance`` in pixels."""
+        protocol = (self.context.get("protocols") or {}).get(obj.protocol) or {}
+        data = obj.data or {}
+        if not obj.ok or protocol.get("metric") != "pointing" or "point" not in data:
+            return None
+        params = protocol.get("params", protocol)
+        top_k = params.get("score") == "top-k"
+        return {"point": data["point"], "hit": None if top_k else data.get("score") == 1.0,
+                "score": data.get("score"), "tolerance": params.get("tolerance")}
 
     def get_score(self, obj) -> float | None:
         return selectors.record_score(obj)

@@ -114,7 +114,9 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
                                   failed=None if failed in (None, "") else failed.lower() in ("1", "true", "yes"))
         paginator = RecordPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(serializers.RecordSerializer(page, many=True).data)
+        context = {"class_names": selectors.run_class_names(experiment),
+                   "protocols": {p["name"]: p for p in experiment.protocols}}
+        return paginator.get_paginated_response(serializers.RecordSerializer(page, many=True, context=context).data)
 
     @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="the image as the protocol's input")},
                    parameters=[OpenApiParameter("protocol", str)])
@@ -122,6 +124,28 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     def image(self, request, pk=None, index=None):
         png = selectors.experiment_image_png(experiment=self.get_object(), index=int(index),
                                              protocol=request.query_params.get("protocol"))
+        response = HttpResponse(png, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[OpenApiParameter("protocol", str)])
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<index>\d+)/truth")
+    def truth(self, request, pk=None, index=None):
+        """Image ``index``'s ground truth for the drill-down: classes by name, boxes and masks in the
+        protocol's view, and that view's geometry."""
+        return Response(selectors.experiment_image_truth(experiment=self.get_object(), index=int(index),
+                                                         protocol=request.query_params.get("protocol")))
+
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="ground truth, white on black")},
+                   parameters=[OpenApiParameter("protocol", str), OpenApiParameter("class", int)])
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<index>\d+)/mask")
+    def mask(self, request, pk=None, index=None):
+        raw = request.query_params.get("class")
+        if raw not in (None, "") and not raw.lstrip("-").isdigit():
+            raise exceptions.ValidationError({"class": "must be an integer"})
+        png = selectors.experiment_mask_png(experiment=self.get_object(), index=int(index),
+                                            protocol=request.query_params.get("protocol"),
+                                            class_id=None if raw in (None, "") else int(raw))
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = "private, max-age=3600"
         return response
