@@ -8,6 +8,7 @@ import math
 from typing import Any, Iterable
 
 from django.db.models import Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from saliency_site.workers import live_workers
@@ -52,6 +53,7 @@ def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
         "shards_total": experiment.shards.count(),
         "shards_done": experiment.shards.filter(status=Shard.Status.DONE).count(),
         "shards_running": agg["running"] or 0,
+        "queue_place": queue_positions().get(experiment.pk) if experiment.status == Experiment.Status.QUEUED else None,
     }
 
 
@@ -70,6 +72,16 @@ def estimate_summary(*, plan) -> dict[str, Any]:
         "shards": math.ceil(plan.num_images / plan.shard_size), "prepare": plan.prepare,
         "rows": rows, "basis": plan.basis,
     }
+
+
+def queue_positions() -> dict[int, tuple[int, int]]:
+    """Each queued run's place among the queued runs of the batch queue (everyone's): ``{pk:
+    (place, of)}``, in the order their shards were queued (the start time of a scheduled run, else
+    its creation; a run started after the owner's current ones counts from its creation).
+    Runs with a shard running hold workers already and are not in the list."""
+    ids = list(Experiment.objects.filter(status=Experiment.Status.QUEUED)
+               .order_by(Coalesce("scheduled_for", "created_at"), "pk").values_list("pk", flat=True))
+    return {pk: (place, len(ids)) for place, pk in enumerate(ids, start=1)}
 
 
 def shards_running(*, experiment: Experiment) -> int:

@@ -205,6 +205,9 @@ def export_response(experiment: Experiment, kind: str, *, records: bool = False)
 @login_required
 def experiments_page(request):
     runs = list(selectors.experiments_of(request.user).annotate(units_done=Sum("shards__units_done"))[:200])
+    places = selectors.queue_positions()
+    for run in runs:
+        run.queue_place = places.get(run.pk)
     config = {"options": selectors.experiment_options(user=request.user), "api": reverse("experiments:experiment-list")}
     return render(request, "experiments/list.html", {"runs": runs, "config": config})
 

@@ -11,7 +11,8 @@ from explain.core.zoo import imagenet_class_names
 from tests.support import PASSWORD, make_user
 
 from .conftest import LOCALISATION
-from .test_browser import plain_static, shot  # noqa: F401  (plain_static is a fixture, used by name)
+from .test_browser import plain_static  # noqa: F401  (a fixture, used by name)
+from .test_estimate_browser import doc_shot
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("plain_static")]
 
@@ -88,7 +89,8 @@ def test_the_drill_down_names_classes_draws_the_truth_and_marks_hits(live_server
     point = [float(v) for v in cards.nth(0).locator("canvas").get_attribute("data-point").split(",")]
     if abs(point[1] - box[3]) > 25:        # the verdict's ring is elsewhere
         assert _near(edge, (6, 182, 212), 60), edge
-    shot(page, "experiment-drilldown")
+    doc_shot(page, "experiment-run")
+    doc_shot(page, "experiment-drilldown", "[data-testid=drilldown]")
 
     page.uncheck("#show-truth")
     page.wait_for_function("() => [...document.querySelectorAll('.drill-card canvas')]"

@@ -2,16 +2,36 @@
 headless Chromium against the live server (no run is submitted, so no worker is needed)."""
 from __future__ import annotations
 
+import io
+import os
 import re
+from pathlib import Path
 
 import pytest
 
 from experiments.models import Experiment
 from tests.support import PASSWORD, make_user
 
-from .test_browser import plain_static, shot  # noqa: F401  (plain_static is a fixture, used by name)
+from .test_browser import plain_static  # noqa: F401  (a fixture, used by name)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.usefixtures("plain_static")]
+
+def doc_shot(page, name: str, selector: str | None = None) -> None:
+    """With ``SCREENSHOTS_DIR`` set, save the 1280×800 viewport there (``selector`` scrolled into
+    view first) as a 256-colour PNG, as the other pages' screenshots in docs/screenshots are."""
+    folder = os.environ.get("SCREENSHOTS_DIR")
+    if not folder:
+        return
+    from PIL import Image
+
+    if selector:
+        page.eval_on_selector(selector, "el => el.scrollIntoView({block: 'center'})")
+    else:
+        page.evaluate("() => window.scrollTo(0, 0)")
+    image = Image.open(io.BytesIO(page.screenshot(full_page=False))).convert("RGB")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    image.quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(Path(folder) / f"{name}.png", optimize=True)
+
 
 READY = "() => document.querySelector('[data-testid=run-estimate]').dataset.state === 'ready'"
 FAILED = "() => document.querySelector('[data-testid=run-estimate]').dataset.state === 'error'"
@@ -68,7 +88,9 @@ def test_the_estimate_follows_the_form_and_names_what_is_wrong(live_server, lite
     page.wait_for_function(READY)
     assert "(2 images × 3 methods × 1 protocol)" in page.inner_text("[data-testid=estimate-text]")
     assert page.locator("#estimate-basis tbody tr").count() == 3
-    shot(page, "experiments-estimate")
+    page.fill("#run-name", "Grad-CAM vs the centre prior, pointing game")
+    page.wait_for_function(READY)
+    doc_shot(page, "experiments", "[data-testid=run-estimate]")
 
     # A request the server refuses: its reason, in words, in place of the estimate.
     page.fill("#subset-n", "500")

@@ -25,6 +25,8 @@ function showStatus() {
   $("#progress-text").textContent = `${p.units_done} / ${p.units_total} (image, method) units · ${Math.floor(100 * p.fraction)} %`
     + (p.failed_records ? ` · ${p.failed_records} failed records` : "");
   $("#eta").textContent = FINISHED.includes(run.status) ? `took ${duration(run.actual_seconds)}` : `ETA ${duration(p.eta_seconds)}`;
+  // A queued run waits behind the runs queued before it (everyone's) for a batch worker.
+  if (p.queue_place) $("#eta").textContent += ` · place ${p.queue_place[0]} of ${p.queue_place[1]} in the queue`;
   // The page may have opened while the run was queued: the actual time appears when it ends.
   $("#actual").textContent = run.actual_seconds === null || run.actual_seconds === undefined
     ? "" : `· actual ${Math.round(run.actual_seconds)} s`;
