@@ -8,6 +8,7 @@ import math
 from typing import Any, Iterable
 
 from django.db.models import Sum
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from saliency_site.workers import live_workers
@@ -52,7 +53,35 @@ def experiment_progress(*, experiment: Experiment) -> dict[str, Any]:
         "shards_total": experiment.shards.count(),
         "shards_done": experiment.shards.filter(status=Shard.Status.DONE).count(),
         "shards_running": agg["running"] or 0,
+        "queue_place": queue_positions().get(experiment.pk) if experiment.status == Experiment.Status.QUEUED else None,
     }
+
+
+def estimate_summary(*, plan) -> dict[str, Any]:
+    """A planned run's estimate as the new-run form shows it (``services.RunPlan`` in)."""
+    labels = {m["slot"]: m["label"] + (" + enhancement" if m["enhance"] else "") for m in plan.methods}
+    rows = []
+    for key, entry in plan.basis.items():
+        slot, protocol = key.split("|", 1)
+        rows.append({"slot": int(slot), "method": labels[int(slot)], "protocol": protocol,
+                     "seconds_per_image": entry["seconds_per_image"], "source": entry["source"]})
+    return {
+        "estimated_seconds": plan.estimated_seconds, "num_images": plan.num_images,
+        "methods": len(plan.methods), "protocols": len(plan.protocols),
+        "units_total": plan.num_images * len(plan.methods), "shard_size": plan.shard_size,
+        "shards": math.ceil(plan.num_images / plan.shard_size), "prepare": plan.prepare,
+        "rows": rows, "basis": plan.basis,
+    }
+
+
+def queue_positions() -> dict[int, tuple[int, int]]:
+    """Each queued run's place among the queued runs of the batch queue (everyone's): ``{pk:
+    (place, of)}``, in the order their shards were queued (the start time of a scheduled run, else
+    its creation; a run started after the owner's current ones counts from its creation).
+    Runs with a shard running hold workers already and are not in the list."""
+    ids = list(Experiment.objects.filter(status=Experiment.Status.QUEUED)
+               .order_by(Coalesce("scheduled_for", "created_at"), "pk").values_list("pk", flat=True))
+    return {pk: (place, len(ids)) for place, pk in enumerate(ids, start=1)}
 
 
 def shards_running(*, experiment: Experiment) -> int:
@@ -321,13 +350,22 @@ def experiments_compare(*, experiments: Iterable[Experiment]) -> dict[str, Any]:
     return {"runs": runs, "protocols": list(by_protocol.values())}
 
 
-def experiment_image_png(*, experiment: Experiment, index: int, protocol: str | None = None) -> bytes:
-    """Image ``index`` of the run as the protocol's model input saw it (PNG), for the drill-down overlay."""
-    from PIL import Image
-
-    from . import services
-    from .core.imageops import preprocess_pixels
+def _view_preprocessing(experiment: Experiment, protocol: str | None):
+    """The geometry the drill-down shows image ``protocol`` in: that protocol's model input
+    (square 224 when it has no preprocessing or none is named)."""
     from .core.protocols import Preprocessing, protocol_from_dict
+
+    prep = Preprocessing("square", 224)
+    for pdata in experiment.protocols:
+        if pdata["name"] == protocol:
+            proto = protocol_from_dict(pdata)
+            prep = getattr(proto, "preprocessing", None) or Preprocessing("square", (experiment.model_snapshot or {}).get("input_size", 224))
+    return prep
+
+
+def _run_dataset(experiment: Experiment, index: int):
+    """The run's data set, checked to still be the one the run read, for image ``index``."""
+    from . import services
 
     if experiment.status == Experiment.Status.PREPARING:
         raise services.NotAvailable(f"run #{experiment.pk}'s data set is still being built on a worker; try again shortly")
@@ -340,22 +378,116 @@ def experiment_image_png(*, experiment: Experiment, index: int, protocol: str | 
         prepare_dataset.delay(experiment.pk)
         raise services.NotAvailable(f"run #{experiment.pk}'s generated images left the server's sample cache and "
                                     "are being rebuilt on a worker; try again in a minute")
-    prep = Preprocessing("square", 224)
-    for pdata in experiment.protocols:
-        if pdata["name"] == protocol:
-            proto = protocol_from_dict(pdata)
-            prep = getattr(proto, "preprocessing", None) or Preprocessing("square", (experiment.model_snapshot or {}).get("input_size", 224))
     dataset = services.dataset_open(spec=experiment.dataset)
     keys = experiment.dataset_info.get("keys") or []
     if len(dataset) != experiment.num_images or (index < len(keys) and dataset[index].key != keys[index]):
         raise services.StateError(f"the data set on disk no longer matches run #{experiment.pk}'s "
                                   "(images added, removed or renamed)")
+    return dataset
+
+
+def _png(array, mode: str) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array, mode).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def experiment_image_png(*, experiment: Experiment, index: int, protocol: str | None = None) -> bytes:
+    """Image ``index`` of the run as the protocol's model input saw it (PNG), for the drill-down overlay."""
+    from .core.imageops import preprocess_pixels
+
+    prep = _view_preprocessing(experiment, protocol)
+    dataset = _run_dataset(experiment, index)
     # load_image opens the file through the data-root check: a link swapped to lead out is refused (403).
     pixels = preprocess_pixels(dataset[index].load_image(), prep)
-    array = (pixels.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8")
-    buffer = io.BytesIO()
-    Image.fromarray(array, "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+    return _png((pixels.permute(1, 2, 0).numpy() * 255).round().clip(0, 255).astype("uint8"), "RGB")
+
+
+def experiment_mask_png(*, experiment: Experiment, index: int, protocol: str | None = None,
+                        class_id: int | None = None) -> bytes:
+    """The ground truth of image ``index`` as a black-and-white PNG in the drill-down's geometry:
+    the pixels of ``class_id`` (the union of its masks, or boxes), or the foreground mask."""
+    import numpy as np
+
+    from . import services
+    from .core.imageops import preprocess_mask
+
+    sample = _run_dataset(experiment, index)[index]
+    try:
+        mask = sample.foreground_mask() if class_id is None else sample.class_mask(class_id)
+    except ValueError as error:
+        raise services.NotAvailable(f"image {index} has no such ground truth: {error}") from None
+    if class_id is not None and not mask.any():
+        raise services.InputError(f"image {index} has no object of class {class_id}")
+    view = preprocess_mask(mask, _view_preprocessing(experiment, protocol))
+    return _png(view.astype(np.uint8) * 255, "L")
+
+
+def run_class_names(experiment: Experiment) -> list[str]:
+    """The names of the classes the run's records refer to: the model's (what it predicts); the
+    data set's where the model is gone or unnamed (the two agree in number for every protocol that
+    compares them)."""
+    model = experiment.model
+    if model is not None and model.class_names:
+        return list(model.class_names)
+    try:
+        from . import services
+
+        return list(services.dataset_open(spec=experiment.dataset).class_names)
+    except ValueError:     # the data set is gone: the drill-down falls back to the indices
+        return []
+
+
+def experiment_image_truth(*, experiment: Experiment, index: int, protocol: str | None = None) -> dict[str, Any]:
+    """What the drill-down draws over image ``index`` besides the maps: the ground-truth classes by
+    name, the boxes in the view's pixels, which classes have masks (with their PNG's address), and
+    the view's geometry (``view = original · scale − offset``) to place points given in original pixels.
+
+    The image is named by its key in the data set; no server path is part of the answer.
+    """
+    from django.urls import reverse
+    from django.utils.http import urlencode
+
+    from .core.imageops import input_geometry
+
+    dataset = _run_dataset(experiment, index)
+    sample = dataset[index]
+    names = list(dataset.class_names)
+    width, height = sample.size or sample.load_image().size
+    prep = _view_preprocessing(experiment, protocol)
+    (resized_w, resized_h), (left, top, right, bottom) = input_geometry(width, height, prep)
+    sx, sy = resized_w / width, resized_h / height
+    base = reverse("experiments:experiment-mask", args=[experiment.pk, index])
+
+    def mask_url(**params) -> str:
+        params = {**({"protocol": protocol} if protocol else {}), **params}
+        return f"{base}?{urlencode(params)}" if params else base
+
+    def name(class_id: int) -> str:
+        return names[class_id] if 0 <= class_id < len(names) else str(class_id)
+
+    objects, masked = [], set()
+    for obj in sample.objects:
+        box = None
+        if obj.box is not None:
+            x0, y0, x1, y1 = obj.box
+            box = [x0 * sx - left, y0 * sy - top, x1 * sx - left, y1 * sy - top]
+        if obj.mask_loader is not None:
+            masked.add(obj.label)
+        objects.append({"class_id": obj.label, "name": name(obj.label), "box": box, "difficult": obj.difficult,
+                        "mask": obj.mask_loader is not None})
+    has_foreground = sample.foreground_loader is not None
+    return {
+        "index": index, "key": sample.key, "protocol": protocol,
+        "original_size": [width, height],
+        "view": {"width": right - left, "height": bottom - top, "scale": [sx, sy], "offset": [left, top]},
+        "labels": [{"class_id": c, "name": name(c)} for c in sample.labels],
+        "objects": objects,
+        "masks": {str(c): mask_url(**{"class": c}) for c in sorted(masked)},
+        "foreground": mask_url() if has_foreground else None,
+    }
 
 
 def experiment_options(*, user) -> dict[str, Any]:

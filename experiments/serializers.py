@@ -112,6 +112,33 @@ class ExperimentCreateSerializer(serializers.Serializer):
         return _plain(value)
 
 
+class ExperimentEstimateSerializer(ExperimentCreateSerializer):
+    """The body of a new run, to estimate it before submitting: the same fields, the name optional."""
+
+    name = serializers.CharField(max_length=200, required=False, allow_blank=True)
+
+
+class EstimateBasisSerializer(serializers.Serializer):
+    slot = serializers.IntegerField()
+    method = serializers.CharField(help_text="the method's label, '+ enhancement' where enhanced")
+    protocol = serializers.CharField()
+    seconds_per_image = serializers.FloatField()
+    source = serializers.CharField(help_text="measured on this site, or the prior")
+
+
+class ExperimentEstimateResultSerializer(serializers.Serializer):
+    estimated_seconds = serializers.FloatField(help_text="on one worker; what the run would store")
+    num_images = serializers.IntegerField()
+    methods = serializers.IntegerField()
+    protocols = serializers.IntegerField()
+    units_total = serializers.IntegerField(help_text="(image, method) units")
+    shard_size = serializers.IntegerField()
+    shards = serializers.IntegerField()
+    prepare = serializers.BooleanField(help_text="the data set is generated on a worker first")
+    rows = EstimateBasisSerializer(many=True, help_text="the per-(method, protocol) basis")
+    basis = serializers.DictField(help_text="the basis as the run stores it (estimate_basis)")
+
+
 def _plain(value):
     """Nested validated data as plain dicts and lists (it is stored as JSON)."""
     if isinstance(value, dict):
@@ -162,11 +189,39 @@ class RecordSerializer(serializers.ModelSerializer):
     score = serializers.SerializerMethodField()
     thumb = serializers.SerializerMethodField()
     thumb_size = serializers.SerializerMethodField()
+    class_name = serializers.SerializerMethodField()
+    label_name = serializers.SerializerMethodField()
+    pointing = serializers.SerializerMethodField()
 
     class Meta:
         model = Record
         fields = ["id", "image_index", "image_key", "method_slot", "method_key", "enhance", "protocol", "class_id",
-                  "variant", "ok", "error", "seconds", "score", "data", "thumb", "thumb_size"]
+                  "class_name", "label_name", "variant", "ok", "error", "seconds", "score", "data", "pointing",
+                  "thumb", "thumb_size"]
+
+    def _name(self, class_id) -> str | None:
+        names = self.context.get("class_names") or []
+        return names[class_id] if isinstance(class_id, int) and 0 <= class_id < len(names) else None
+
+    def get_class_name(self, obj) -> str | None:
+        """The explained class by name (context ``class_names``), or null."""
+        return self._name(obj.class_id)
+
+    def get_label_name(self, obj) -> str | None:
+        """The ground-truth label a record compared against (perturbation), by name, or null."""
+        return self._name((obj.data or {}).get("label"))
+
+    def get_pointing(self, obj) -> dict | None:
+        """A pointing-game record's maximum ``point`` (x, y in original pixels), ``hit`` (the
+        maximum's own verdict; null for a top-k score) and the protocol's ``tolerance`` in pixels."""
+        protocol = (self.context.get("protocols") or {}).get(obj.protocol) or {}
+        data = obj.data or {}
+        if not obj.ok or protocol.get("metric") != "pointing" or "point" not in data:
+            return None
+        params = protocol.get("params", protocol)
+        top_k = params.get("score") == "top-k"
+        return {"point": data["point"], "hit": None if top_k else data.get("score") == 1.0,
+                "score": data.get("score"), "tolerance": params.get("tolerance")}
 
     def get_score(self, obj) -> float | None:
         return selectors.record_score(obj)

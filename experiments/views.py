@@ -58,13 +58,24 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
         data = serializers.ExperimentCreateSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         values = dict(data.validated_data)
-        model = models_visible_to(request.user).filter(pk=values.pop("model")).first()
-        if model is None:
-            raise exceptions.ValidationError({"model": "no such model"})
+        model = _visible_model(request.user, values.pop("model"))
         experiment = services.experiment_create(owner=request.user, model=model, **values)
         url = reverse("experiments:experiment-detail", args=[experiment.pk])
         return Response(serializers.ExperimentSerializer(experiment).data, status=status.HTTP_202_ACCEPTED,
                         headers={"Location": url})
+
+    @extend_schema(request=serializers.ExperimentEstimateSerializer,
+                   responses={200: serializers.ExperimentEstimateResultSerializer})
+    @action(detail=False, methods=["post"])
+    def estimate(self, request):
+        """The estimate of a new run, from the body POST would take: validated alike, nothing stored."""
+        data = serializers.ExperimentEstimateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        plan = services.experiment_plan(
+            owner=request.user, model=_visible_model(request.user, values["model"]), dataset=values["dataset"],
+            methods=values["methods"], protocols=values["protocols"], shard_size=values.get("shard_size"))
+        return Response(selectors.estimate_summary(plan=plan))
 
     def perform_destroy(self, instance):
         services.experiment_delete(experiment=instance)
@@ -103,7 +114,9 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
                                   failed=None if failed in (None, "") else failed.lower() in ("1", "true", "yes"))
         paginator = RecordPagination()
         page = paginator.paginate_queryset(qs, request, view=self)
-        return paginator.get_paginated_response(serializers.RecordSerializer(page, many=True).data)
+        context = {"class_names": selectors.run_class_names(experiment),
+                   "protocols": {p["name"]: p for p in experiment.protocols}}
+        return paginator.get_paginated_response(serializers.RecordSerializer(page, many=True, context=context).data)
 
     @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="the image as the protocol's input")},
                    parameters=[OpenApiParameter("protocol", str)])
@@ -111,6 +124,28 @@ class ExperimentViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins
     def image(self, request, pk=None, index=None):
         png = selectors.experiment_image_png(experiment=self.get_object(), index=int(index),
                                              protocol=request.query_params.get("protocol"))
+        response = HttpResponse(png, content_type="image/png")
+        response["Cache-Control"] = "private, max-age=3600"
+        return response
+
+    @extend_schema(responses={200: OpenApiTypes.OBJECT}, parameters=[OpenApiParameter("protocol", str)])
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<index>\d+)/truth")
+    def truth(self, request, pk=None, index=None):
+        """Image ``index``'s ground truth for the drill-down: classes by name, boxes and masks in the
+        protocol's view, and that view's geometry."""
+        return Response(selectors.experiment_image_truth(experiment=self.get_object(), index=int(index),
+                                                         protocol=request.query_params.get("protocol")))
+
+    @extend_schema(responses={(200, "image/png"): OpenApiResponse(description="ground truth, white on black")},
+                   parameters=[OpenApiParameter("protocol", str), OpenApiParameter("class", int)])
+    @action(detail=True, methods=["get"], url_path=r"images/(?P<index>\d+)/mask")
+    def mask(self, request, pk=None, index=None):
+        raw = request.query_params.get("class")
+        if raw not in (None, "") and not raw.lstrip("-").isdigit():
+            raise exceptions.ValidationError({"class": "must be an integer"})
+        png = selectors.experiment_mask_png(experiment=self.get_object(), index=int(index),
+                                            protocol=request.query_params.get("protocol"),
+                                            class_id=None if raw in (None, "") else int(raw))
         response = HttpResponse(png, content_type="image/png")
         response["Cache-Control"] = "private, max-age=3600"
         return response
@@ -167,6 +202,13 @@ class PresetViewSet(viewsets.ViewSet):
                         headers={"Location": url})
 
 
+def _visible_model(user, pk: int):
+    model = models_visible_to(user).filter(pk=pk).first()
+    if model is None:
+        raise exceptions.ValidationError({"model": "no such model"})
+    return model
+
+
 def export_response(experiment: Experiment, kind: str, *, records: bool = False) -> HttpResponse:
     stem = f"experiment-{experiment.pk}"
     if kind == "txt":
@@ -190,6 +232,9 @@ def export_response(experiment: Experiment, kind: str, *, records: bool = False)
 @login_required
 def experiments_page(request):
     runs = list(selectors.experiments_of(request.user).annotate(units_done=Sum("shards__units_done"))[:200])
+    places = selectors.queue_positions()
+    for run in runs:
+        run.queue_place = places.get(run.pk)
     config = {"options": selectors.experiment_options(user=request.user), "api": reverse("experiments:experiment-list")}
     return render(request, "experiments/list.html", {"runs": runs, "config": config})
 

@@ -14,7 +14,7 @@ from PIL import Image
 
 from .protocols import Preprocessing
 
-__all__ = ["preprocess_pixels", "preprocess_mask", "gaussian_blur", "normalize", "as_map"]
+__all__ = ["input_geometry", "preprocess_pixels", "preprocess_mask", "gaussian_blur", "normalize", "as_map"]
 
 
 def _resized_box(width: int, height: int, prep: Preprocessing) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
@@ -31,6 +31,13 @@ def _resized_box(width: int, height: int, prep: Preprocessing) -> tuple[tuple[in
     w, h = max(prep.size, round(width * scale)), max(prep.size, round(height * scale))
     left, top = (w - prep.size) // 2, (h - prep.size) // 2
     return (w, h), (left, top, left + prep.size, top + prep.size)
+
+
+def input_geometry(width: int, height: int, prep: Preprocessing) -> tuple[tuple[int, int], tuple[int, int, int, int]]:
+    """Where a ``width × height`` image lands in the model input: the resized size ``(w, h)`` and
+    the crop box ``(left, top, right, bottom)`` in resized pixels (an original point ``(x, y)`` is
+    at ``(x · w / width − left, y · h / height − top)``)."""
+    return _resized_box(width, height, prep)
 
 
 def preprocess_pixels(image: Image.Image, prep: Preprocessing) -> torch.Tensor:

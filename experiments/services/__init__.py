@@ -10,7 +10,7 @@ One module per sub-domain; the public names are re-exported here, so callers wri
 - :mod:`.methods`: method slots and the baselines;
 - :mod:`.protocols`: protocols read and checked against data set and model;
 - :mod:`.estimates`: the run's estimate from measured costs;
-- :mod:`.runs`: create, schedule, start, cancel, resume, delete;
+- :mod:`.runs`: plan (validate and estimate without storing), create, schedule, start, cancel, resume, delete;
 - :mod:`.evaluation`: one (image, method) unit's records;
 - :mod:`.shards`: running a shard, closing the run;
 - :mod:`.aggregation`: the tables and curves;
@@ -45,9 +45,11 @@ from .presets import preset_availability, preset_run, presets_list
 from .protocols import check_protocol_fits, protocol_read
 from .runs import (
     SHARD_TARGET_SECONDS,
+    RunPlan,
     experiment_cancel,
     experiment_create,
     experiment_delete,
+    experiment_plan,
     experiment_prepare,
     experiments_prepare_resend,
     experiment_resume,
@@ -62,10 +64,10 @@ from .shards import PROGRESS_EVERY_SECONDS, experiment_complete_if_done, experim
 
 __all__ = [
     "BASELINES", "DATASET_KINDS", "MAX_IMAGES", "PROGRESS_EVERY_SECONDS", "SHARD_TARGET_SECONDS",
-    "DatasetKind", "Evaluator", "InputError", "NotAvailable", "StateError",
+    "DatasetKind", "Evaluator", "InputError", "NotAvailable", "RunPlan", "StateError",
     "baseline_map", "check_protocol_fits", "dataset_expected", "dataset_needs_build", "dataset_open", "dataset_spec", "experiment_aggregate",
     "experiment_cancel", "experiment_complete_if_done", "experiment_create", "experiment_delete",
-    "experiment_estimate", "experiment_prepare", "experiments_prepare_resend", "experiment_resume", "experiment_run_sync", "experiment_start",
+    "experiment_estimate", "experiment_plan", "experiment_prepare", "experiments_prepare_resend", "experiment_resume", "experiment_run_sync", "experiment_start",
     "experiment_submit", "experiments_release", "method_entries", "preset_availability", "preset_run", "presets_list",
     "protocol_read", "run_manifest",
     "shard_run", "shards_requeue_for_worker", "shards_requeue_running", "shards_requeue_stale",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -12,6 +13,7 @@ from django.utils import timezone
 from explain.models import ClassifierModel
 from saliency_site.errors import InputError, NotAvailable, StateError
 
+from ..core.datasets import Dataset
 from ..core.protocols import Protocol
 from ..models import Experiment, Shard
 from .aggregation import experiment_aggregate, run_manifest
@@ -31,6 +33,64 @@ def _model_snapshot(model: ClassifierModel) -> dict:
         "id": model.pk, "name": model.name, "builtin_key": model.builtin_key, "architecture": model.architecture,
         "family": model.family, "num_classes": model.num_classes, "weights_sha256": model.weights_sha256,
     }
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """A validated run request before anything is stored: what a run would be, and its estimate.
+
+    ``prepare``: the data set is generated on a worker first (``data`` is then its expected
+    shape, without samples)."""
+
+    spec: dict
+    data: Dataset
+    num_images: int
+    prepare: bool
+    methods: list[dict]
+    protocols: list[dict]
+    estimated_seconds: float
+    basis: dict
+    shard_size: int
+
+
+def experiment_plan(*, owner, model: ClassifierModel, dataset: Mapping[str, Any],
+                    methods: Sequence[Mapping[str, Any] | str], protocols: Sequence[str | Mapping[str, Any]],
+                    shard_size: int | None = None, build: bool = False) -> RunPlan:
+    """Validate a run request as :func:`experiment_create` does and estimate it, storing nothing.
+
+    A generated data set not yet built is sized without building it, unless ``build``; a set
+    read from disk is listed (its index, not its images), once per process.
+    """
+    if not model.weights_present:
+        raise NotAvailable(f"the weights of {model.name} are not installed on this server; "
+                           "an operator can add them with `manage.py import_weights`")
+    spec = dataset_spec(dataset)
+    prepare = not build and dataset_needs_build(spec)
+    data = dataset_expected(spec) if prepare else dataset_open(spec=spec)
+    num_images = data.extra["num_images"] if prepare else len(data)
+    if num_images == 0:
+        raise InputError("the data set has no images")
+    if num_images > MAX_IMAGES:
+        raise InputError(f"the data set has {num_images} images; take a subset of at most {MAX_IMAGES}")
+    entries = method_entries(owner=owner, model=model, methods=list(methods))
+    if not protocols:
+        raise InputError("choose at least one protocol")
+    chosen: list[Protocol] = []
+    for raw in protocols:
+        protocol = protocol_read(raw)
+        if any(p.name == protocol.name for p in chosen):
+            raise InputError(f"protocol {protocol.name} is listed twice")
+        check_protocol_fits(protocol, DATASET_KINDS[spec["kind"]], data, model)
+        chosen.append(protocol)
+    pdicts = [p.to_dict() for p in chosen]
+    estimate, basis = experiment_estimate(model=model, methods=entries, protocols=pdicts, num_images=num_images)
+    if shard_size is None:
+        per_image = estimate / num_images
+        shard_size = int(min(1000, max(1, SHARD_TARGET_SECONDS // max(per_image, 1e-3))))
+    if not isinstance(shard_size, int) or shard_size < 1:
+        raise InputError(f"shard_size must be a positive number of images, not {shard_size!r}")
+    return RunPlan(spec=spec, data=data, num_images=num_images, prepare=prepare, methods=entries, protocols=pdicts,
+                   estimated_seconds=estimate, basis=basis, shard_size=shard_size)
 
 
 @transaction.atomic
@@ -65,34 +125,11 @@ def experiment_create(
     name = (name or "").strip()
     if not name:
         raise InputError("give the run a name")
-    if not model.weights_present:
-        raise NotAvailable(f"the weights of {model.name} are not installed on this server; "
-                           "an operator can add them with `manage.py import_weights`")
-    spec = dataset_spec(dataset)
-    prepare = submit and dataset_needs_build(spec)
-    data = dataset_expected(spec) if prepare else dataset_open(spec=spec)
-    num_images = data.extra["num_images"] if prepare else len(data)
-    if num_images == 0:
-        raise InputError("the data set has no images")
-    if num_images > MAX_IMAGES:
-        raise InputError(f"the data set has {num_images} images; take a subset of at most {MAX_IMAGES}")
-    entries = method_entries(owner=owner, model=model, methods=list(methods))
-    if not protocols:
-        raise InputError("choose at least one protocol")
-    chosen: list[Protocol] = []
-    for raw in protocols:
-        protocol = protocol_read(raw)
-        if any(p.name == protocol.name for p in chosen):
-            raise InputError(f"protocol {protocol.name} is listed twice")
-        check_protocol_fits(protocol, DATASET_KINDS[spec["kind"]], data, model)
-        chosen.append(protocol)
-    pdicts = [p.to_dict() for p in chosen]
-    estimate, basis = experiment_estimate(model=model, methods=entries, protocols=pdicts, num_images=num_images)
-    if shard_size is None:
-        per_image = estimate / num_images
-        shard_size = int(min(1000, max(1, SHARD_TARGET_SECONDS // max(per_image, 1e-3))))
-    if not isinstance(shard_size, int) or shard_size < 1:
-        raise InputError(f"shard_size must be a positive number of images, not {shard_size!r}")
+    plan = experiment_plan(owner=owner, model=model, dataset=dataset, methods=methods, protocols=protocols,
+                           shard_size=shard_size, build=not submit)
+    spec, data, num_images, prepare = plan.spec, plan.data, plan.num_images, plan.prepare
+    entries, pdicts, estimate, basis, shard_size = (plan.methods, plan.protocols, plan.estimated_seconds,
+                                                    plan.basis, plan.shard_size)
     if start_at is not None and timezone.is_naive(start_at):
         raise InputError("start_at needs a time zone (e.g. 2026-11-27T02:00:00+00:00)")
     experiment = Experiment.objects.create(

@@ -66,7 +66,9 @@ function fillProtocols() {
   }
 }
 
-function request() {
+// The body of the run the form describes. ``forEstimate``: without the start time, which the
+// estimate does not depend on (an unfilled time must not hide it).
+function request({ forEstimate = false } = {}) {
   const methods = [];
   for (const box of document.querySelectorAll(".method-pick:checked")) {
     methods.push({ key: box.value, enhance: false });
@@ -86,6 +88,7 @@ function request() {
     seed: parseInt($("#run-seed").value || "0", 10),
   };
   if ($("#shard-size").value) body.shard_size = parseInt($("#shard-size").value, 10);
+  if (forEstimate) return body;
   const when = document.querySelector('input[name="when"]:checked').value;
   if (when === "at") {
     if (!$("#start-at").value) throw new Error("choose the start time");
@@ -94,6 +97,92 @@ function request() {
   if (when === "after") body.after_current = true;
   return body;
 }
+
+// -- the estimate, shown before submitting and updated as the form changes ---------------------
+
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}
+
+function duration(seconds) {
+  const s = Math.max(1, Math.round(seconds));
+  if (s < 90) return `${s} s`;
+  if (s < 90 * 60) return `${Math.round(s / 60)} min`;
+  if (s < 48 * 3600) return `${(s / 3600).toFixed(1)} h`;
+  return `${(s / 86400).toFixed(1)} days`;
+}
+
+let estimateTimer = null;
+let estimateTurn = 0;
+
+function showEstimate(text, { error = false, rows = [] } = {}) {
+  const line = $("#estimate-text");
+  line.textContent = text;
+  line.classList.toggle("error-text", error);
+  const basis = $("#estimate-basis");
+  const body = basis.querySelector("tbody");
+  body.innerHTML = "";
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    for (const value of [row.method, row.protocol, row.seconds_per_image.toFixed(2), row.source]) {
+      const td = document.createElement("td");
+      td.textContent = value;
+      tr.appendChild(td);
+    }
+    body.appendChild(tr);
+  }
+  basis.hidden = rows.length === 0;
+}
+
+// What the form still lacks before the server can estimate it, said at once (no request).
+function incomplete(body) {
+  if (!body.methods.length) return "Choose at least one method to see how long the run will take.";
+  if (!body.protocols.length) return "Choose at least one protocol to see how long the run will take.";
+  return null;
+}
+
+async function updateEstimate() {
+  const turn = ++estimateTurn;
+  const body = request({ forEstimate: true });
+  const missing = incomplete(body);
+  if (missing) {
+    showEstimate(missing);
+    $("#estimate").dataset.state = "incomplete";
+    return;
+  }
+  $("#estimate").dataset.state = "loading";
+  let answer;
+  try {
+    answer = await api(`${config.api}estimate/`, { method: "POST", json: body });
+  } catch (error) {
+    if (turn !== estimateTurn) return;   // a later change has asked again
+    showEstimate(`Cannot estimate this run: ${error.message}`, { error: true });
+    $("#estimate").dataset.state = "error";
+    return;
+  }
+  if (turn !== estimateTurn) return;
+  const parts = [plural(answer.num_images, "image"), plural(answer.methods, "method"), plural(answer.protocols, "protocol")];
+  let text = `About ${duration(answer.estimated_seconds)} on one worker (${parts.join(" × ")})`;
+  text += answer.shards > 1 ? `, in ${answer.shards} shards that several workers share.` : ".";
+  if (answer.prepare) text += " The generated data set is built on a worker first.";
+  showEstimate(text, { rows: answer.rows });
+  $("#estimate").dataset.state = "ready";
+  $("#estimate").dataset.seconds = String(answer.estimated_seconds);
+}
+
+// Debounced: typing a number asks once, 350 ms after the last key.
+function scheduleEstimate() {
+  clearTimeout(estimateTimer);
+  if (incomplete(request({ forEstimate: true }))) {
+    updateEstimate();
+    return;
+  }
+  $("#estimate").dataset.state = "pending";
+  estimateTimer = setTimeout(updateEstimate, 350);
+}
+
+$("#new-run").addEventListener("input", scheduleEstimate);
+$("#new-run").addEventListener("change", scheduleEstimate);
 
 $("#new-run").addEventListener("submit", async (event) => {
   event.preventDefault();
@@ -122,3 +211,4 @@ fillModels();
 fillDatasets();
 fillMethods();
 fillProtocols();
+updateEstimate();
