@@ -417,7 +417,9 @@ async function followJobs(ids, { reveal: show = false } = {}) {
 }
 
 const REGION_NOTES = {
-  crop: "The map covers the centre crop the model sees (outlined); the dimmed rest was not explained.",
+  crop: mode === "segment"
+    ? "The map covers the centre crop the model sees (outlined); nothing outside it is ever kept."
+    : "The map covers the centre crop the model sees (outlined); the dimmed rest was not explained.",
   whole: "The map covers the whole image, resized without a crop.",
 };
 
