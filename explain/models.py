@@ -167,6 +167,9 @@ class Job(models.Model):
     enhance = models.BooleanField(default=False)
     params = models.JSONField(default=dict, blank=True, help_text="parameter overrides applied (saved settings)")
     enhance_params = models.JSONField(default=dict, blank=True)
+    # What the map covers: the model's centre crop, or the whole image resized without a crop (CNNs).
+    region = models.CharField(max_length=10, choices=[("crop", "Centre crop"), ("whole", "Whole image")],
+                              default="crop")
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     progress = models.FloatField(default=0.0)
     error = models.TextField(blank=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
-from .core import custom, registry
+from .core import custom, imaging, registry
 from .queueing import QueueSnapshot
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 from .services import SAMPLES
@@ -120,6 +120,8 @@ class JobSerializer(serializers.ModelSerializer):
     estimate_s = serializers.SerializerMethodField(
         help_text="seconds until the result is expected, from the measured runtimes of the jobs ahead and of "
                   "this one's kind; null when finished or not known")
+    region_box = serializers.SerializerMethodField(
+        help_text="the part of the image the map covers: [left, top, right, bottom] as fractions of its width and height")
 
     class Meta:
         model = Job
@@ -127,6 +129,7 @@ class JobSerializer(serializers.ModelSerializer):
                   "enhance", "params", "enhance_params", "status", "progress", "error", "seconds", "manifest",
                   "map_url", "raw_url", "map_width", "map_height", "map_max", "created_at", "started_at",
                   "finished_at", "queue_position", "estimate_s"]
+        fields += ["region", "region_box"]
         read_only_fields = fields
 
     def get_queue_position(self, obj) -> int | None:
@@ -134,6 +137,14 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_estimate_s(self, obj) -> float | None:
         return _queue(self).estimate(obj)
+
+    def get_region_box(self, obj) -> list[float]:
+        image, prep = obj.explanation_set.image, obj.explanation_set.model.preprocessing or {}
+        geometry = imaging.geometry_for(image.width, image.height, int(prep.get("resize_size", 256)),
+                                        int(prep.get("input_size", 224)), obj.region)
+        left, top, right, bottom = geometry.box()
+        return [round(left / image.width, 5), round(top / image.height, 5),
+                round(right / image.width, 5), round(bottom / image.height, 5)]
 
     def get_url(self, obj) -> str:
         return reverse("explain:job-detail", args=[obj.pk])
@@ -205,6 +216,9 @@ class MethodRequestSerializer(serializers.Serializer):
 class MapsRequestSerializer(serializers.Serializer):
     target = serializers.IntegerField(min_value=0)
     methods = MethodRequestSerializer(many=True, allow_empty=False)
+    region = serializers.ChoiceField(
+        choices=list(imaging.REGIONS), default="crop",
+        help_text="what the maps cover: the model's centre crop, or the whole image resized without a crop (CNNs)")
 
 
 class AcceptedSerializer(serializers.Serializer):

@@ -462,7 +462,7 @@ def _shared_pass_groups(jobs: list[Job]) -> list[list[Job]]:
         method = registry.get_method(job.method_key)
         key = shared_pass_key(method, {"layer": job.params.get("layer")}, job.enhance or None)
         if key is not None:
-            key = (key, job.target, json.dumps(job.params, sort_keys=True))
+            key = (key, job.target, job.region, json.dumps(job.params, sort_keys=True))
         groups.setdefault(("alone", job.pk) if key is None else key, []).append(job)
     return list(groups.values())
 
@@ -490,10 +490,14 @@ def explanation_set_create(*, owner, model: ClassifierModel, image: InputImage) 
 
 @transaction.atomic
 def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
-                            methods: Iterable[Mapping[str, Any]]) -> list[Job]:
+                            methods: Iterable[Mapping[str, Any]], region: str = "crop") -> list[Job]:
     """Queue one job per requested method (``{"key": ..., "enhance": bool}``) for class ``target``.
 
-    The owner's saved settings for each method on this model are applied.
+    The owner's saved settings for each method on this model are applied. ``region`` is what
+    the maps cover: ``"crop"`` (the model's centre crop) or ``"whole"`` (the image resized
+    without a crop; CNNs only). A map the set already has, or is computing, for the same
+    request (method, class, enhancement, region and parameters) is not made twice: that job
+    is returned instead.
     """
     model = explanation_set.model
     _require_weights(model)
@@ -502,10 +506,18 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
     methods = list(methods)
     if not methods:
         raise InputError("choose at least one method")
+    if region not in imaging.REGIONS:
+        raise InputError(f"region must be one of {list(imaging.REGIONS)}, not {region!r}")
+    if region == "whole":
+        image = explanation_set.image
+        reason = imaging.whole_image_refusal(model.family, image.width, image.height,
+                                             int((model.preprocessing or {}).get("input_size", 224)))
+        if reason:
+            raise InputError(f"{model.name} cannot explain the whole image: {reason}")
     from .selectors import method_availability, method_setting_for
 
     classifier_model_layers_ensure(model=model)  # the engine's reasons for this architecture
-    jobs = []
+    jobs, created = [], []
     for entry in methods:
         key = registry.get_method_class(str(entry.get("key", ""))).key
         reason = method_availability(model, key)
@@ -513,19 +525,24 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
             raise InputError(reason)
         enhance = bool(entry.get("enhance", False))
         setting = method_setting_for(user=explanation_set.owner, model=model, method_key=key)
-        jobs.append(Job.objects.create(
-            explanation_set=explanation_set, kind=Job.Kind.EXPLAIN, method_key=key, target=target,
-            enhance=enhance, params=setting.params if setting else {},
-            enhance_params=(setting.enhance_params if setting else {}) if enhance else {},
-        ))
-    for group in _shared_pass_groups(jobs):
+        request = {"method_key": key, "target": target, "enhance": enhance, "region": region,
+                   "params": setting.params if setting else {},
+                   "enhance_params": (setting.enhance_params if setting else {}) if enhance else {}}
+        existing = (explanation_set.jobs.filter(kind=Job.Kind.EXPLAIN, **request)
+                    .exclude(status=Job.Status.FAILED).order_by("created_at", "id").first())
+        if existing is None:
+            existing = Job.objects.create(explanation_set=explanation_set, kind=Job.Kind.EXPLAIN, **request)
+            created.append(existing)
+        if existing not in jobs:
+            jobs.append(existing)
+    for group in _shared_pass_groups(created):
         _enqueue_group(group)
     return jobs
 
 
-def _input_for(explanation_set: ExplanationSet, classifier):
+def _input_for(explanation_set: ExplanationSet, classifier, region: str = "crop"):
     image = imaging.load_image(explanation_set.image.file.path)
-    x, geometry = imaging.preprocess(image, classifier)
+    x, geometry = imaging.preprocess(image, classifier, region=region)
     return x, geometry
 
 
@@ -597,7 +614,7 @@ def jobs_run(*, jobs: list[Job], worker: str = "") -> list[Job]:
     try:
         explanation_set = todo[0].explanation_set
         classifier = classifier_load(model=explanation_set.model)
-        x, geometry = _input_for(explanation_set, classifier)
+        x, geometry = _input_for(explanation_set, classifier, todo[0].region)
         results = explain_many(classifier, x[None], [job.method_key for job in todo],
                                targets=[todo[0].target], params=[job.params for job in todo], seed=0)
         for index, [result] in results:
@@ -676,7 +693,7 @@ def _run_explanation(job: Job) -> None:
     explanation_set = job.explanation_set
     classifier = classifier_load(model=explanation_set.model)
     job.mark_progress(0.2)
-    x, geometry = _input_for(explanation_set, classifier)
+    x, geometry = _input_for(explanation_set, classifier, job.region)
     enhance = (job.enhance_params or True) if job.enhance else None
     [result] = explain(classifier, x[None], job.method_key, targets=[job.target], params=job.params,
                        enhance=enhance, seed=0)
@@ -698,6 +715,7 @@ def _store_map(job: Job, result, classifier, geometry) -> None:
     manifest = dict(result.manifest)
     manifest["class_name"] = classifier.class_names[result.target]
     manifest["probability"] = float(result.probabilities[result.target])
+    manifest["region"] = {"mode": geometry.region, "box": [round(v, 2) for v in geometry.box()]}
     _finish(job, manifest=manifest, seconds=float(manifest.get("seconds", 0.0)), map_max=float(shown.max()))
 
 

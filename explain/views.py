@@ -257,7 +257,9 @@ class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.Gene
     def map(self, request, pk=None):
         return map_response(self.get_object())
 
-    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(description=".npy, S×S")})
+    @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
+        description=".npy, the map on the model input; X-Saliency-Region and X-Saliency-Box say which part "
+                    "of the image it covers")})
     @action(detail=True, methods=["get"])
     def raw(self, request, pk=None):
         return raw_response(self.get_object())
@@ -276,6 +278,13 @@ def map_response(job) -> HttpResponse:
 def raw_response(job) -> FileResponse:
     if not job.raw_file:
         raise exceptions.NotFound("this job has no map (yet)")
-    name = f"{job.method_key}{'-enhanced' if job.enhance else ''}-class{job.target}.npy"
-    return FileResponse(job.raw_file.open("rb"), as_attachment=True, filename=name,
-                        content_type="application/octet-stream")
+    # The array is the map on the model input; name and headers say which part of the image that is.
+    region = "whole-image" if job.region == "whole" else "centre-crop"
+    name = f"{job.method_key}{'-enhanced' if job.enhance else ''}-class{job.target}-{region}.npy"
+    response = FileResponse(job.raw_file.open("rb"), as_attachment=True, filename=name,
+                            content_type="application/octet-stream")
+    box = (job.manifest or {}).get("region", {}).get("box")
+    response["X-Saliency-Region"] = region
+    if box:
+        response["X-Saliency-Box"] = ",".join(f"{v:g}" for v in box)  # left,top,right,bottom in image pixels
+    return response

@@ -64,6 +64,7 @@ class AttentionRollout(OwnForwardMethod):
 
     label: ClassVar[str] = "Attention Rollout"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
+    group = "transformer"
     uses_gradients: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = (
         Param("head_fusion", "choice", "mean", choices=HEAD_FUSIONS,

@@ -159,6 +159,17 @@ def _layer_role(param: Param, classifier: Classifier) -> str:
     return "tokens" if classifier.family == "vit" else "cam"
 
 
+#: The families of methods the pages group them by, in the order they are shown: a method
+#: names one in its ``group``.
+METHOD_GROUPS: dict[str, str] = {
+    "cam": "Class activation maps (CAM)",
+    "perturbation": "Perturbation",
+    "propagation": "Relevance propagation (LRP)",
+    "transformer": "Transformer attention",
+    "": "Other methods",
+}
+
+
 class Method:
     """A saliency method: ``attribute`` turns a batch and its target classes into raw maps.
 
@@ -171,6 +182,7 @@ class Method:
     aliases: ClassVar[tuple[str, ...]] = ()       # filled in by register_method
     label: ClassVar[str] = ""
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group: ClassVar[str] = ""                       # a key of METHOD_GROUPS
     params: ClassVar[tuple[Param, ...]] = ()
     uses_gradients: ClassVar[bool] = False
     #: ``attribute`` accepts a batch of many images with different targets (the enhancement
@@ -297,6 +309,9 @@ class Method:
             "aliases": list(cls.aliases),
             "label": cls.label or cls.key,
             "families": sorted(cls.families),
+            "group": cls.group,
+            "group_label": METHOD_GROUPS.get(cls.group, cls.group),
+            "group_rank": list(METHOD_GROUPS).index(cls.group) if cls.group in METHOD_GROUPS else len(METHOD_GROUPS),
             "uses_gradients": cls.uses_gradients,
             "params": params,
             "doc": (cls.__doc__ or "").strip(),
@@ -515,6 +530,7 @@ class CamMethod(Method):
     """
 
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group = "cam"
     params: ClassVar[tuple[Param, ...]] = (LAYER_PARAM,)
     uses_gradients: ClassVar[bool] = True
 

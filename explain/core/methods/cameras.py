@@ -31,6 +31,7 @@ class Cameras(Method):
 
     label: ClassVar[str] = "CAMERAS"
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group = "cam"
     resizes_inputs: ClassVar[bool] = True
     folds_batch_norms: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = True

@@ -29,6 +29,7 @@ class GradientRollout(OwnForwardMethod):
 
     label: ClassVar[str] = "Gradient Rollout"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
+    group = "transformer"
     uses_gradients: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (batch_size_param("images", keeps_activations=True),)
 

@@ -100,6 +100,7 @@ class GroupCam(Method):
 
     label: ClassVar[str] = "Group-CAM"
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group = "cam"
     folds_batch_norms: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (LAYER_PARAM, *GROUP_PARAMS, batch_size_param())

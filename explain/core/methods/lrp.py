@@ -58,6 +58,7 @@ class LRP(OwnForwardMethod):
 
     label: ClassVar[str] = "LRP"
     families: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
+    group = "propagation"
 
     @classmethod
     def unsupported_reason(cls, classifier):

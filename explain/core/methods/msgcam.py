@@ -77,6 +77,7 @@ class MsgCam(Method):
 
     label: ClassVar[str] = "MSG-CAM"
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group = "cam"
     resizes_inputs: ClassVar[bool] = True
     folds_batch_norms: ClassVar[bool] = True
     uses_gradients: ClassVar[bool] = True

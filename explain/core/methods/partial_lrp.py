@@ -29,6 +29,7 @@ class PartialLRP(OwnForwardMethod):
 
     label: ClassVar[str] = "Partial LRP"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
+    group = "propagation"
     uses_gradients: ClassVar[bool] = False
     params: ClassVar[tuple[Param, ...]] = (batch_size_param("images", keeps_activations=True),)
 

@@ -62,6 +62,7 @@ class Rise(Method):
 
     label: ClassVar[str] = "RISE"
     families: ClassVar[frozenset[str]] = frozenset({"cnn", "vit"})
+    group = "perturbation"
     folds_batch_norms: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("masks", "int", 4000, minimum=1, maximum=100000, help="Number N of random masks."),

@@ -34,6 +34,7 @@ class ScoreCam(Method):
 
     label: ClassVar[str] = "Score-CAM"
     families: ClassVar[frozenset[str]] = frozenset({"cnn"})
+    group = "cam"
     folds_batch_norms: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         LAYER_PARAM,

@@ -34,6 +34,7 @@ class TransformerAttribution(OwnForwardMethod):
 
     label: ClassVar[str] = "Transformer Attribution"
     families: ClassVar[frozenset[str]] = frozenset({"vit"})
+    group = "transformer"
     uses_gradients: ClassVar[bool] = True
     params: ClassVar[tuple[Param, ...]] = (
         Param("start_block", "int", 0, minimum=0, maximum=1000,

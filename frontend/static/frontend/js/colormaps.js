@@ -27,3 +27,19 @@ export function lookupTable(name) {
 }
 
 export const COLORMAPS = Object.keys(STOPS);
+
+// The colour map as a left-to-right ramp on a canvas (256 × 1, stretched by CSS).
+export function drawRamp(canvas, name) {
+  const lut = lookupTable(name);
+  canvas.width = 256;
+  canvas.height = 1;
+  const ctx = canvas.getContext("2d");
+  const row = ctx.createImageData(256, 1);
+  for (let i = 0; i < 256; i++) {
+    row.data[i * 4] = lut[i * 3];
+    row.data[i * 4 + 1] = lut[i * 3 + 1];
+    row.data[i * 4 + 2] = lut[i * 3 + 2];
+    row.data[i * 4 + 3] = 255;
+  }
+  ctx.putImageData(row, 0, 0);
+}

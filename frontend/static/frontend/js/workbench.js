@@ -3,7 +3,8 @@
 // every long step is a job that is polled.
 
 import { api } from "./api.js";
-import { MapView, buildCard } from "./mapview.js";
+import { drawRamp } from "./colormaps.js";
+import { MapView, buildCard, formatScale } from "./mapview.js";
 
 const root = document.getElementById("workbench");
 const config = JSON.parse(document.getElementById("workbench-config").textContent);
@@ -20,6 +21,7 @@ const state = {
   set: null,
   target: null,
   views: new Map(),   // job id → {job, card, view}
+  note: "",           // what the last Generate has to say (an error, maps already shown)
 };
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -42,6 +44,7 @@ async function loadModel() {
   state.model = model;
   state.methods = methods;
   renderMethods();
+  updateRegionOption();
   if (state.image) createSet();
 }
 
@@ -71,6 +74,7 @@ async function uploadImage(body) {
   preview.src = state.image.url;
   preview.alt = state.image.name;
   preview.hidden = false;
+  updateRegionOption();
   await createSet();
 }
 
@@ -128,6 +132,7 @@ async function openSet(url) {
   preview.src = set.image.url;
   preview.alt = set.image.name;
   preview.hidden = false;
+  updateRegionOption();
   $("predict-panel").hidden = false;
   const maps = set.jobs.filter((j) => j.kind === "explain");
   const shown = await showSet(url, maps.length ? maps[maps.length - 1].target : null);
@@ -194,79 +199,198 @@ function searchClasses() {
 }
 
 // -- step 4: methods -------------------------------------------------------------------------
+// Methods are grouped by the family the registry gives each ("group", "group_label"), families
+// in the registry's order ("group_rank"). Those made for another kind of model (ViT-only methods on a CNN, say) are
+// folded away below; any other method the model cannot run is greyed with the API's reason.
 function renderMethods() {
   const list = $("method-list");
   list.innerHTML = "";
+  const family = state.model.family;
+  const groups = new Map();
+  const foreign = [];
   for (const m of state.methods) {
-    const item = document.createElement("li");
-    item.dataset.method = m.key;
-    const available = !m.reason_unavailable;
-    item.className = available ? "" : "unavailable";
-    const saved = Object.keys(m.saved_params || {}).length ? ' <span class="badge accent" title="your saved parameters apply">saved</span>' : "";
-    item.innerHTML = `<div><label><input type="checkbox" class="pick" ${available ? "" : "disabled"}> <span class="label"></span>${saved}</label>
-      <span class="reason"></span></div>
-      <label class="toggle"><input type="checkbox" class="enhance" ${available ? "" : "disabled"}> enhance</label>`;
-    item.querySelector(".label").textContent = m.label;
-    item.querySelector(".reason").textContent = m.reason_unavailable || "";
-    item.title = available ? (m.doc || "").split("\n")[0] : m.reason_unavailable;
-    item.querySelector(".pick").addEventListener("change", updateButtons);
-    list.append(item);
+    if (!(m.families || []).includes(family)) {
+      foreign.push(m);
+      continue;
+    }
+    const group = m.group || "";
+    if (!groups.has(group)) {
+      groups.set(group, { label: m.group_label || "Other methods", rank: m.group_rank ?? 99, methods: [] });
+    }
+    groups.get(group).methods.push(m);
+  }
+  const ordered = [...groups].sort((a, b) => a[1].rank - b[1].rank);
+  for (const [key, group] of ordered) {
+    const section = document.createElement("section");
+    section.className = "method-group";
+    section.dataset.group = key;
+    section.innerHTML = '<h4></h4><ul class="method-items"></ul>';
+    section.querySelector("h4").textContent = group.label;
+    for (const m of group.methods) section.querySelector("ul").append(methodItem(m));
+    list.append(section);
+  }
+  if (foreign.length) {
+    const folded = document.createElement("details");
+    folded.className = "method-group folded";
+    folded.dataset.group = "other-models";
+    const kinds = [...new Set(foreign.flatMap((m) => m.families || []))].map((f) => (f === "vit" ? "ViT" : "CNN"));
+    folded.innerHTML = '<summary></summary><ul class="method-items"></ul>';
+    folded.querySelector("summary").textContent =
+      `${foreign.length} method${foreign.length === 1 ? "" : "s"} for ${kinds.join(" and ")} models only`;
+    for (const m of foreign) folded.querySelector("ul").append(methodItem(m));
+    list.append(folded);
   }
   updateButtons();
 }
 
+// One method: its name, and a box for the plain map and one for the enhanced map, so both can
+// be generated side by side.
+function methodItem(m) {
+  const item = document.createElement("li");
+  item.dataset.method = m.key;
+  const available = !m.reason_unavailable;
+  item.className = available ? "" : "unavailable";
+  const saved = Object.keys(m.saved_params || {}).length ? ' <span class="badge accent" title="your saved parameters apply">saved</span>' : "";
+  const off = available ? "" : "disabled";
+  item.innerHTML = `<div class="name"><span class="label"></span>${saved}<span class="reason"></span></div>
+    <label class="toggle" title="the method's map"><input type="checkbox" class="pick" ${off}> plain</label>
+    <label class="toggle" title="the map with the sliding-window enhancement"><input type="checkbox" class="enhance" ${off}> enhanced</label>`;
+  item.querySelector(".label").textContent = m.label;
+  item.querySelector(".reason").textContent = m.reason_unavailable || "";
+  item.title = available ? (m.doc || "").split("\n")[0] : m.reason_unavailable;
+  for (const box of item.querySelectorAll("input")) box.addEventListener("change", updateButtons);
+  return item;
+}
+
 function pickedMethods() {
-  return [...$("method-list").querySelectorAll("li")]
-    .filter((li) => li.querySelector(".pick").checked)
-    .map((li) => ({ key: li.dataset.method, enhance: li.querySelector(".enhance").checked }));
+  const picked = [];
+  for (const li of $("method-list").querySelectorAll("li")) {
+    if (li.querySelector(".pick").checked) picked.push({ key: li.dataset.method, enhance: false });
+    if (li.querySelector(".enhance").checked) picked.push({ key: li.dataset.method, enhance: true });
+  }
+  return picked;
+}
+
+// "Explain the whole image": CNNs take any H×W, so the image can be resized without the centre
+// crop; a ViT keeps its square crop (and a very elongated image is refused by the server).
+const MAX_WHOLE_ASPECT = 4;
+
+function updateRegionOption() {
+  const box = $("whole-image");
+  if (!box) return;
+  let reason = "";
+  if (state.model && state.model.family === "vit") {
+    reason = "ViT models keep the centre crop: their position embeddings fix a square input grid.";
+  } else if (state.image && Math.max(state.image.width, state.image.height)
+             > MAX_WHOLE_ASPECT * Math.min(state.image.width, state.image.height)) {
+    reason = `This image is more elongated than ${MAX_WHOLE_ASPECT}:1; explain its centre crop.`;
+  }
+  box.disabled = Boolean(reason);
+  if (reason) box.checked = false;
+  $("region-help").textContent = reason
+    || "Off: maps cover the centre crop the model sees. On: the image is resized without a crop.";
 }
 
 function updateButtons() {
   const picked = state.set ? pickedMethods().length : 0;
   $("generate").disabled = !(state.set && state.target !== null && picked > 0);
-  $("generate-note").textContent = state.set && !picked ? "Tick at least one method." : "";
+  $("generate-note").textContent = state.set && !picked ? "Tick at least one map." : state.note;
   $("share").disabled = !(state.set && [...state.views.values()].some((v) => v.job.status === "done"));
 }
 
 // -- results ---------------------------------------------------------------------------------
 function clearResults() {
+  state.note = "";
   state.views.clear();
   $("results").innerHTML = "";
   $("results-empty").hidden = false;
   $("share-url").hidden = true;
 }
 
+// The set keeps its maps: each Generate adds cards. The server answers a request the set already
+// has (same method, class, enhancement, region, parameters) with the existing job, so such a
+// card is shown once and pointed at, not made again.
 async function generate() {
   $("generate").disabled = true;
+  state.note = "";
+  const region = $("whole-image") && $("whole-image").checked ? "whole" : "crop";
   let accepted;
   try {
     accepted = await api(`${state.set.url}maps/`, {
-      method: "POST", json: { target: state.target, methods: pickedMethods() } });
+      method: "POST", json: { target: state.target, methods: pickedMethods(), region } });
   } catch (error) {
-    $("generate-note").textContent = error.message;
+    state.note = error.message;
     updateButtons();
     return;
   }
-  clearResults();
   $("results-empty").hidden = true;
-  await followJobs(accepted.jobs.map((url) => Number(url.match(/(\d+)\/?$/)[1])));
+  const ids = accepted.jobs.map((url) => Number(url.match(/(\d+)\/?$/)[1]));
+  const fresh = ids.filter((id) => !state.views.has(id));
+  const again = ids.filter((id) => state.views.has(id));
+  for (const id of again) {
+    const { card } = state.views.get(id);
+    card.classList.remove("again");
+    void card.offsetWidth;  // restart the highlight
+    card.classList.add("again");
+  }
+  state.note = again.length
+    ? `${again.length} of these map${again.length === 1 ? " is" : "s are"} already here (highlighted).` : "";
+  const following = fresh.length ? followJobs(fresh, { reveal: true }) : Promise.resolve();
+  if (!fresh.length && again.length) reveal(state.views.get(again[0]).card);
+  updateButtons();
+  await following;
   updateButtons();
 }
 
-// One request per tick for all jobs of this generation; cards keep the order of the method list.
-async function followJobs(ids) {
+function reveal(card) {
+  card.scrollIntoView({ block: "nearest", inline: "nearest" });
+}
+
+// Where a new card goes: after the cards of the same method, class and region (so the plain and
+// the enhanced map of a method sit side by side), else at the end.
+function placeCard(card, job) {
+  const results = $("results");
+  const kin = [...results.children].filter((c) => c.dataset.method === job.method_key
+    && c.dataset.target === String(job.target) && c.dataset.region === job.region);
+  if (kin.length) kin[kin.length - 1].after(card);
+  else results.append(card);
+}
+
+function ordinal(n) {
+  const tens = n % 100;
+  const suffix = tens >= 11 && tens <= 13 ? "th" : ({ 1: "st", 2: "nd", 3: "rd" }[n % 10] || "th");
+  return `${n}${suffix}`;
+}
+
+// "queued · 2nd in line · about 4 s" where the server says where the job is and how long it
+// expects; just "queued" where it does not.
+function queuedText(job) {
+  const parts = ["queued"];
+  if (job.queue_position !== undefined && job.queue_position !== null) parts.push(`${ordinal(job.queue_position)} in line`);
+  if (job.estimate_s !== undefined && job.estimate_s !== null) parts.push(`about ${Math.max(1, Math.round(job.estimate_s))} s`);
+  return parts.join(" · ");
+}
+
+// One request per tick for all jobs of this generation; cards keep the order of the request.
+async function followJobs(ids, { reveal: show = false } = {}) {
   const listUrl = `${API}jobs/?ids=${ids.join(",")}`;
   let jobs = (await api(listUrl)).results;
   const byId = new Map(jobs.map((job) => [job.id, job]));
   for (const id of ids) {
     const job = byId.get(id);
-    const card = buildCard({ title: job.method_label, enhance: job.enhance, targetName: job.target_name });
+    if (!job || state.views.has(id)) continue;
+    const card = buildCard({ title: job.method_label, enhance: job.enhance, targetName: job.target_name,
+      region: job.region });
     card.dataset.method = job.method_key;
     card.dataset.enhance = job.enhance;
     card.dataset.status = job.status;
-    $("results").append(card);
+    card.dataset.target = job.target;
+    card.dataset.region = job.region;
+    card.dataset.job = job.id;
+    placeCard(card, job);
     state.views.set(id, { job, card, view: null });
   }
+  if (show && state.views.has(ids[0])) reveal(state.views.get(ids[0]).card);
   const finishing = [];
   for (;;) {
     let pending = 0;
@@ -278,7 +402,8 @@ async function followJobs(ids) {
         pending += 1;
         entry.card.querySelector(".progress > div").style.width = `${Math.round(job.progress * 100)}%`;
         entry.card.querySelector(".runtime").textContent =
-          job.status === "queued" ? "queued" : `running ${Math.round(job.progress * 100)}%`;
+          job.status === "queued" ? queuedText(job) : `running ${Math.round(job.progress * 100)}%`;
+        entry.card.dataset.status = job.status;
       } else {
         entry.finished = true;
         finishing.push(finish(entry));
@@ -291,6 +416,13 @@ async function followJobs(ids) {
   await Promise.all(finishing);
 }
 
+const REGION_NOTES = {
+  crop: mode === "segment"
+    ? "The map covers the centre crop the model sees (outlined); nothing outside it is ever kept."
+    : "The map covers the centre crop the model sees (outlined); the dimmed rest was not explained.",
+  whole: "The map covers the whole image, resized without a crop.",
+};
+
 async function finish(entry) {
   const { job, card } = entry;
   card.querySelector(".progress").hidden = true;
@@ -300,13 +432,18 @@ async function finish(entry) {
     card.dataset.status = "failed";
     return;
   }
-  const canvas = card.querySelector("canvas");
+  const canvas = card.querySelector("canvas.map");
   const view = new MapView(canvas, {
-    width: job.map_width, height: job.map_height, imageUrl: state.image.url, mapUrl: job.map_url });
+    width: job.map_width, height: job.map_height, imageUrl: state.image.url, mapUrl: job.map_url,
+    box: job.region_box });
   await view.load();
   entry.view = view;
   canvas.hidden = false;
-  draw(entry);
+  card.dataset.box = JSON.stringify(job.region_box);
+  const note = card.querySelector(".region-note");
+  note.textContent = job.region === "whole" || !view.cropped ? REGION_NOTES.whole : REGION_NOTES.crop;
+  note.hidden = false;
+  card.querySelector(".colorbar").hidden = mode === "segment";
   card.querySelector(".runtime").textContent = `${job.seconds.toFixed(2)} s`;
   const downloads = card.querySelector(".downloads");
   const png = document.createElement("a");
@@ -319,10 +456,23 @@ async function finish(entry) {
   const npy = document.createElement("a");
   npy.href = job.raw_url;
   npy.textContent = ".npy";
+  npy.title = job.region === "whole" ? "the map on the whole image as the model saw it"
+    : "the map on the centre crop the model sees (the outlined part)";
   npy.setAttribute("download", "");
   downloads.append(png, " · ", npy);
   card.dataset.status = "done";
+  redrawAll();  // a shared scale may have grown
   updateButtons();
+}
+
+// The value the colour map's top stands for: the map's own maximum, or the largest maximum of
+// all maps shown when the scale is shared.
+function scaleFor(entry) {
+  const shared = $("scaling") && $("scaling").value === "shared";
+  if (!shared) return entry.view.max;
+  let max = 0;
+  for (const other of state.views.values()) if (other.view) max = Math.max(max, other.view.max);
+  return max || 1;
 }
 
 function draw(entry) {
@@ -332,8 +482,13 @@ function draw(entry) {
     const kept = entry.view.cutout(ratio);
     entry.card.dataset.kept = kept;
   } else {
-    entry.view.overlay(Number($("opacity").value) / 100, $("colormap").value);
+    const scale = scaleFor(entry);
+    entry.view.overlay(Number($("opacity").value) / 100, $("colormap").value, scale);
     entry.card.dataset.opacity = $("opacity").value;
+    entry.card.dataset.scaleMax = scale;
+    drawRamp(entry.card.querySelector("canvas.ramp"), $("colormap").value);
+    entry.card.querySelector(".colorbar .hi").textContent = formatScale(scale);
+    entry.card.querySelector(".colorbar .kind").textContent = $("scaling").value === "shared" ? "shared scale" : "this map's scale";
   }
 }
 
@@ -373,7 +528,7 @@ $("image-input").addEventListener("change", (event) => {
 $("class-search").addEventListener("input", searchClasses);
 $("generate").addEventListener("click", generate);
 $("share").addEventListener("click", share);
-for (const id of ["opacity", "colormap", "ratio"]) {
+for (const id of ["opacity", "colormap", "ratio", "scaling"]) {
   const control = $(id);
   if (control) control.addEventListener("input", redrawAll);
 }
