@@ -26,7 +26,7 @@ def explanation_sets_of(user):
 
 
 def jobs_of(user):
-    return Job.objects.owned_by(user).select_related("explanation_set", "explanation_set__model")
+    return Job.objects.owned_by(user).select_related("explanation_set", "explanation_set__model", "explanation_set__image")
 
 
 def method_settings_of(user):
