@@ -186,7 +186,7 @@ class PresetViewSet(viewsets.ViewSet):
     lookup_field = "key"
     lookup_value_regex = r"[a-z0-9][a-z0-9-]*"
 
-    @extend_schema(responses={200: OpenApiTypes.OBJECT})
+    @extend_schema(responses={200: {"type": "object"}})  # a list action: the schema is wrapped in an array
     def list(self, request):
         return Response(services.presets_list(user=request.user))
 
