@@ -11,7 +11,18 @@ const config = JSON.parse(document.getElementById("workbench-config").textConten
 const API = root.dataset.apiRoot;
 const mode = root.dataset.mode;
 const $ = (id) => document.getElementById(id);
-const POLL_MS = 600;
+const POLL_MS = 600;       // the slowest poll: a job with no estimate, or one far off
+const POLL_MIN_MS = 150;   // the quickest: a map that should be ready about now
+
+// How long to wait before asking again: until the soonest pending job is expected (its
+// ``estimate_s``), within [POLL_MIN_MS, POLL_MS]. A job past its estimate is asked after
+// doubling waits (150, 300, 600 ms), so a late one does not keep the server busy.
+function nextPoll(jobs, overdue) {
+  const soonest = Math.min(...jobs.filter((j) => j.status === "queued" || j.status === "running")
+    .map((j) => (j.estimate_s === null || j.estimate_s === undefined ? Infinity : j.estimate_s * 1000)));
+  if (soonest > POLL_MIN_MS) return { ms: Math.min(POLL_MS, soonest), overdue: 0 };
+  return { ms: Math.min(POLL_MS, POLL_MIN_MS * 2 ** overdue), overdue: overdue + 1 };
+}
 
 const state = {
   model: null,        // model detail (class_names, …)
@@ -103,6 +114,7 @@ async function createSet() {
 // Wait for the set's prediction, then show the top-5 and the methods; returns the set (or null).
 async function showSet(url, target = null) {
   let set;
+  let poll = { ms: POLL_MS, overdue: 0 };
   for (;;) {
     set = await api(url);
     if (set.status === "done") break;
@@ -111,7 +123,8 @@ async function showSet(url, target = null) {
       $("predict-status").textContent = `Prediction failed: ${job ? job.error : "unknown error"}`;
       return null;
     }
-    await sleep(POLL_MS);
+    poll = nextPoll(set.jobs, poll.overdue);
+    await sleep(poll.ms);
   }
   state.set = set;
   $("predict-status").hidden = true;
@@ -392,6 +405,7 @@ async function followJobs(ids, { reveal: show = false } = {}) {
   }
   if (show && state.views.has(ids[0])) reveal(state.views.get(ids[0]).card);
   const finishing = [];
+  let poll = { ms: POLL_MS, overdue: 0 };
   for (;;) {
     let pending = 0;
     for (const job of jobs) {
@@ -410,7 +424,8 @@ async function followJobs(ids, { reveal: show = false } = {}) {
       }
     }
     if (!pending) break;
-    await sleep(POLL_MS);
+    poll = nextPoll(jobs, poll.overdue);
+    await sleep(poll.ms);
     jobs = (await api(listUrl)).results;
   }
   await Promise.all(finishing);
