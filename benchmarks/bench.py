@@ -27,6 +27,7 @@ import math
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -48,22 +49,29 @@ DEFAULT_MODELS = ("efficientnet_lite0", "resnet18", "vgg19", "vit_b_16")
 
 
 # -- inputs ---------------------------------------------------------------------------------
-def photos(classifier, count: int) -> torch.Tensor:
-    """``count`` normalised photos from scikit-image (repeated if more are asked for)."""
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "stereo_motorcycle")
+
+
+def photo_images(count: int) -> list[tuple[str, Any]]:
+    """``count`` ``(name, RGB image)`` photos from scikit-image (repeated if more are asked for)."""
     import skimage.data
     from PIL import Image
 
-    from explain.core.imaging import preprocess
-
-    names = ["chelsea", "coffee", "astronaut", "rocket", "cat", "stereo_motorcycle"]
     out = []
     for i in range(count):
-        name = names[i % len(names)]
+        name = PHOTOS[i % len(PHOTOS)]
         pixels = getattr(skimage.data, name)()
         if isinstance(pixels, tuple):
             pixels = pixels[0]
-        out.append(preprocess(Image.fromarray(pixels).convert("RGB"), classifier)[0])
-    return torch.stack(out).to(classifier.device)
+        out.append((name, Image.fromarray(pixels).convert("RGB")))
+    return out
+
+
+def photos(classifier, count: int) -> torch.Tensor:
+    """``count`` normalised photos from scikit-image, as the classifier's input batch."""
+    from explain.core.imaging import preprocess
+
+    return torch.stack([preprocess(image, classifier)[0] for _, image in photo_images(count)]).to(classifier.device)
 
 
 def get_classifier(name: str, device):

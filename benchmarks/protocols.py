@@ -42,10 +42,9 @@ from experiments.core.protocols import get_protocol, protocol_names  # noqa: E40
 from explain.core.engine import explain, library_versions  # noqa: E402 - after the allocator settings
 from explain.core.registry import methods_for  # noqa: E402 - after the allocator settings
 
-from .bench import RESULTS, device_name, get_classifier  # noqa: E402 - after the allocator settings
+from .bench import RESULTS, device_name, get_classifier, photo_images  # noqa: E402 - after the allocator settings
 
 logger = logging.getLogger("benchmarks.protocols")
-PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "cat", "stereo_motorcycle")
 #: Families whose data needs the photos cannot meet (boxes, masks), or that re-run the model's
 #: randomisation cascade (sanity: its cost is the explainer's, many times over).
 SKIPPED_FAMILIES = {"pointing", "segmentation", "sanity"}
@@ -58,20 +57,6 @@ class Photo:
 
     key: str
     label: int
-
-
-def load_photos(count: int):
-    import skimage.data
-    from PIL import Image
-
-    out = []
-    for i in range(count):
-        name = PHOTOS[i % len(PHOTOS)]
-        pixels = getattr(skimage.data, name)()
-        if isinstance(pixels, tuple):
-            pixels = pixels[0]
-        out.append((name, Image.fromarray(pixels).convert("RGB")))
-    return out
 
 
 def default_protocols() -> list[str]:
@@ -121,7 +106,7 @@ def run(args) -> dict:
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     classifier, weights = get_classifier(args.model, device)
-    photos = load_photos(args.images)
+    photos = photo_images(args.images)
     methods = [m for m in args.methods if m in set(methods_for(classifier))]
     skipped = sorted(set(args.methods) - set(methods))
     if skipped:
