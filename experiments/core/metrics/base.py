@@ -108,6 +108,13 @@ class ImageContext:
         """Maps of arbitrary (e.g. perturbed) inputs: ``B×H×W`` for ``targets``."""
         return torch.as_tensor(self.explainer()(module if module is not None else self.model, batch, list(targets)))
 
+    def explained_map(self, protocol: Protocol) -> tuple[torch.Tensor, int]:
+        """``(S×S map, explained class)`` of the class ``protocol.explain`` names: the ground-truth
+        label for ``"target"``, otherwise the clean top-1."""
+        target = self.label() if getattr(protocol, "explain", None) == "target" else None
+        [(saliency, class_id)] = self.maps(protocol.preprocessing, [target])
+        return saliency, class_id
+
     def maps(self, prep: Preprocessing, targets: Sequence[int | None]) -> list[tuple[torch.Tensor, int]]:
         """``(S×S map, explained class)`` per target (``None`` = the clean top-1)."""
         wanted = [self.top1(prep) if t is None else int(t) for t in targets]

@@ -301,8 +301,7 @@ class CausalFamily(MetricFamily):
         ]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         rec = causal_record(ctx.model, pixels, sal, cls, protocol=protocol, mean=ctx.mean, std=ctx.std)
         return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]

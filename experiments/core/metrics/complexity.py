@@ -90,8 +90,7 @@ class ComplexityFamily(MetricFamily):
                 {"key": "entropy", "label": "Complexity (entropy)", "better": "lower"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         return [{"class_id": cls, "variant": "", "data": complexity_record(sal, cls).to_dict(), "saliency": sal}]
 
     def aggregate(self, protocol, records, *, class_names=None):

@@ -95,8 +95,7 @@ class FaithfulnessCorrelationFamily(MetricFamily):
         return [{"key": "correlation", "label": "Faithfulness correlation", "better": "higher"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         subsets = random_subsets(pixels.shape[-2] * pixels.shape[-1], protocol.subset, protocol.runs,
                                  seed=ctx.seed, index=ctx.index)

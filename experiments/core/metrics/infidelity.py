@@ -118,8 +118,7 @@ class InfidelityFamily(MetricFamily):
         return [{"key": "infidelity", "label": "Infidelity", "better": "lower"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         perts = gaussian_perturbations(tuple(pixels.shape), samples=protocol.samples, sigma=protocol.sigma,
                                        seed=ctx.seed, index=ctx.index)

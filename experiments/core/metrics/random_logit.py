@@ -82,8 +82,7 @@ class RandomLogitFamily(MetricFamily):
                 {"key": "ssim", "label": "Random-logit SSIM", "better": "lower"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         classes = ctx.num_classes
         if classes is None:
             with torch.no_grad():

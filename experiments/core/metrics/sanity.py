@@ -346,8 +346,7 @@ class SanityFamily(MetricFamily):
                 for mode in ("cascading", "independent")]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         x = ctx.inputs(protocol.preprocessing)[1]
         _, recs, _ = sanity_records(ctx.model, x, torch.tensor([cls]), ctx.explainer(), protocol=protocol, seed=ctx.seed)
         return [{"class_id": cls, "variant": "", "data": {"steps": [r.to_dict() for r in recs]}, "saliency": sal}]

@@ -132,8 +132,7 @@ class SegmentationFamily(MetricFamily):
                 {"key": "iou_background", "label": "IoU background", "better": "higher"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         mask = preprocess_mask(ctx.sample.foreground_mask(), protocol.preprocessing)
         rec = segmentation_record(sal, mask)
         return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]

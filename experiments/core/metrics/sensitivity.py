@@ -106,8 +106,7 @@ class MaxSensitivityFamily(MetricFamily):
         return [{"key": "max_sensitivity", "label": "Max-sensitivity", "better": "lower"}]
 
     def run(self, protocol, ctx):
-        target = ctx.label() if protocol.explain == "target" else None
-        [(sal, cls)] = ctx.maps(protocol.preprocessing, [target])
+        sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         perts = uniform_perturbations(tuple(pixels.shape), samples=protocol.samples, radius=protocol.radius,
                                       seed=ctx.seed, index=ctx.index)
