@@ -4,9 +4,10 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import math
 import threading
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -16,11 +17,15 @@ from explain.core.engine import explain
 
 from ..core import metrics
 from ..core.imageops import preprocess_pixels
-from ..core.protocols import Preprocessing, Protocol, protocol_from_dict
+from ..core.protocols import Preprocessing, protocol_from_dict
 from ..models import Experiment, Record
 from .methods import baseline_map
 
 logger = logging.getLogger(__name__)
+
+#: Most images of a shard evaluated together: bounds the maps and perturbed inputs held at once,
+#: and how long a shard runs before it may yield to interactive work.
+MAX_IMAGE_GROUP = 8
 
 
 def _thumb(saliency) -> bytes:
@@ -56,7 +61,7 @@ def units_observed(callback: Callable[[int, Mapping[str, Any]], None]) -> Iterat
 
 
 class Evaluator:
-    """Computes the records of one (image, method) unit for every protocol of a run.
+    """Computes the records of (image, method) units for every protocol of a run, several images at once.
 
     Maps are computed once per (input geometry, class) and shared by the protocols that need
     the same one (thesis-v1 and rise-v1 both use a 224×224 resize of the predicted class).
@@ -133,34 +138,56 @@ class Evaluator:
 
         return run
 
-    # -- one unit -----------------------------------------------------------------------------
-    def unit(self, *, index: int, sample, image, method: Mapping[str, Any]) -> list[dict]:
-        """Record fields for every protocol; a failure becomes a failed record, never an exception."""
-        rows: list[dict] = []
-        cache: dict = {}
+    # -- units --------------------------------------------------------------------------------
+    def image_group_size(self) -> int:
+        """How many images of a shard are evaluated together (their model passes share batches):
+        enough for the run's lightest pooling protocol to fill the device's forward batch, at most
+        :data:`MAX_IMAGE_GROUP`; 1 when no protocol pools its passes."""
+        passes = [family.cost(p).model_passes for p in self.protocols
+                  if (family := metrics.get_family(p.metric)).pools_passes()]
+        passes = [n for n in passes if n > 0]
+        if not passes:
+            return 1
+        batch = metrics.default_batch_size(self.classifier.device)
+        return max(1, min(MAX_IMAGE_GROUP, math.ceil(batch / min(passes))))
+
+    def units(self, *, items: Sequence[tuple[int, Any, Any]], method: Mapping[str, Any]) -> list[list[dict]]:
+        """Record fields for every protocol of each ``(index, sample, image)`` (``image`` may be the
+        exception loading it raised), one list per item. The images' model passes share batches
+        where the family allows (:meth:`MetricFamily.run_many`). A failure becomes that image's
+        failed record, never an exception."""
+        rows: list[list[dict]] = [[] for _ in items]
+        caches: list[dict] = [{} for _ in items]
         for protocol in self.protocols:
+            family = metrics.get_family(protocol.metric)
             started = time.perf_counter()
-            try:
-                if isinstance(image, BaseException):
-                    raise image
-                produced = self._protocol_rows(protocol, index, sample, image, method, cache)
-            except Exception as error:
-                logger.warning("run %s image %s (%s) %s %s failed: %s", self.experiment.pk, index, sample.key,
-                               method["key"], protocol.name, error, exc_info=not isinstance(error, ValueError))
-                produced = [{"class_id": -1, "variant": "", "ok": False, "data": {}, "error": _error_text(error),
-                             "thumb": None}]
-            seconds = (time.perf_counter() - started) / len(produced)
-            for row in produced:
-                rows.append({"protocol": protocol.name, "seconds": seconds, **row})
-        for callback in list(getattr(_listeners, "stack", ())):
-            callback(index, method)
+            good = [i for i, (_, _, image) in enumerate(items) if not isinstance(image, BaseException)]
+            contexts = [self._context(items[i], method, caches[i]) for i in good]
+            results: list[Any] = [items[i][2] for i in range(len(items))]
+            for i, result in zip(good, family.run_many(protocol, contexts)):
+                results[i] = result
+            seconds = (time.perf_counter() - started) / len(items)
+            for i, result in enumerate(results):
+                index, sample, _ = items[i]
+                if isinstance(result, BaseException):
+                    logger.warning("run %s image %s (%s) %s %s failed: %s", self.experiment.pk, index, sample.key,
+                                   method["key"], protocol.name, result,
+                                   exc_info=None if isinstance(result, ValueError) else result)
+                    produced = [{"class_id": -1, "variant": "", "ok": False, "data": {}, "error": _error_text(result),
+                                 "thumb": None}]
+                else:
+                    produced = [{"class_id": row["class_id"], "variant": row["variant"], "ok": True, "data": row["data"],
+                                 "error": "", "thumb": _thumb(row["saliency"])} for row in result]
+                for row in produced:
+                    rows[i].append({"protocol": protocol.name, "seconds": seconds / len(produced), **row})
+        for index, _, _ in items:
+            for callback in list(getattr(_listeners, "stack", ())):
+                callback(index, method)
         return rows
 
-    def _protocol_rows(self, protocol: Protocol, index: int, sample, image, method, cache) -> list[dict]:
-        ctx = _RunContext(self, index=index, sample=sample, image=image, method=method, cache=cache)
-        rows = metrics.get_family(protocol.metric).run(protocol, ctx)
-        return [{"class_id": row["class_id"], "variant": row["variant"], "ok": True, "data": row["data"], "error": "",
-                 "thumb": _thumb(row["saliency"])} for row in rows]
+    def _context(self, item, method, cache: dict) -> "_RunContext":
+        index, sample, image = item
+        return _RunContext(self, index=index, sample=sample, image=image, method=method, cache=cache)
 
 
 class _RunContext(metrics.ImageContext):

@@ -69,9 +69,11 @@ def shard_run(*, shard: Shard, worker: str = "", should_yield: Callable[[], bool
     same. Per-image failures are records; a failure to load the model or the data set fails
     the run with the message.
 
-    ``should_yield`` is asked between images (a worker that also serves interactive work asks
-    whether some is waiting); when it says yes the shard goes back to the queue for its
-    remaining images and returns, handing the worker over.
+    The images go in groups (:meth:`Evaluator.image_group_size`, one image where no protocol
+    pools its passes) whose model passes share forward batches. ``should_yield`` is asked
+    between groups (a worker that also serves interactive work asks whether some is waiting);
+    when it says yes the shard goes back to the queue for its remaining images and returns,
+    handing the worker over.
     """
     taken = _take(shard.pk, worker)
     if taken is None:
@@ -105,34 +107,42 @@ def shard_run(*, shard: Shard, worker: str = "", should_yield: Callable[[], bool
     units_done = len(done)
     last_save = time.monotonic()
     first = True
-    for index in range(shard.start, shard.stop):
-        pending = [m for m in methods if (index, m["slot"]) not in done]
-        if not pending:
-            continue
+    todo = [i for i in range(shard.start, shard.stop) if any((i, m["slot"]) not in done for m in methods)]
+    group_size = evaluator.image_group_size()
+    for group_start in range(0, len(todo), group_size):
+        group = todo[group_start:group_start + group_size]
         if _cancelled(exp.pk):
-            logger.info("run %s was cancelled; shard %s stops at image %s", exp.pk, shard.index, index)
+            logger.info("run %s was cancelled; shard %s stops at image %s", exp.pk, shard.index, group[0])
             return shard
-        # Never before the first image: a shard that yielded makes progress each time it is taken.
+        # Never before the first group: a shard that yielded makes progress each time it is taken.
         if not first and should_yield is not None and should_yield():
             Shard.objects.filter(pk=shard.pk).update(
                 units_done=units_done, units_computed=shard.units_computed, busy_seconds=shard.busy_seconds,
                 heartbeat_at=timezone.now())
-            logger.info("shard %s of run %s yields to interactive work at image %s", shard.index, exp.pk, index)
+            logger.info("shard %s of run %s yields to interactive work at image %s", shard.index, exp.pk, group[0])
             shards_requeue_running([shard.pk], "yielding to interactive work")
             return shard
         first = False
-        sample = dataset[index]
-        try:
-            image = sample.load_image()
-        except Exception as error:  # noqa: BLE001 - a broken image is one failed record per method
-            image = error
-        for method in pending:
+        items = []
+        for index in group:
+            sample = dataset[index]
+            try:
+                image = sample.load_image()
+            except Exception as error:  # noqa: BLE001 - a broken image is one failed record per method
+                image = error
+            items.append((index, sample, image))
+        for method in methods:
+            pending = [item for item in items if (item[0], method["slot"]) not in done]
+            if not pending:
+                continue
             started = time.perf_counter()
-            rows = evaluator.unit(index=index, sample=sample, image=image, method=method)
-            _store(exp, index, sample.key, method, rows)
-            units_done += 1
-            shard.units_computed += 1
-            shard.busy_seconds += time.perf_counter() - started
+            results = evaluator.units(items=pending, method=method)
+            seconds = (time.perf_counter() - started) / len(pending)
+            for (index, sample, _), rows in zip(pending, results):
+                _store(exp, index, sample.key, method, rows)
+                units_done += 1
+                shard.units_computed += 1
+                shard.busy_seconds += seconds
             if time.monotonic() - last_save >= PROGRESS_EVERY_SECONDS:
                 last_save = time.monotonic()
                 Shard.objects.filter(pk=shard.pk).update(

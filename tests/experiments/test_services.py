@@ -188,3 +188,38 @@ def test_the_command_line_shows_progress_unless_quiet(alice, lite0, capsys):
     # the centre map is a smooth blob: sparser (higher Gini) and simpler (lower entropy) than noise
     assert ranking["ranks"]["complexity-v1:gini"]["Centre map (baseline)"] == 1
     assert ranking["ranks"]["complexity-v1:entropy"]["Centre map (baseline)"] == 1
+
+
+def test_a_shards_images_evaluated_together_give_the_records_of_one_at_a_time(alice, lite0, monkeypatch):
+    """Infidelity's 11 passes per image fill a 16-image CPU batch with two images at a time
+    (Evaluator.image_group_size); the records equal a run that takes one image at a time."""
+    from experiments.services import evaluation
+    from explain import services as explain_services
+
+    monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
+
+    def records(name):
+        run = services.experiment_create(
+            owner=alice, name=name, model=lite0, dataset=LOCALISATION,
+            methods=["gradcam", "baseline_random"], protocols=["yeh-infidelity-v1"], shard_size=3, submit=False)
+        run = services.experiment_run_sync(experiment=run)
+        assert run.status == Experiment.Status.DONE, run.error
+        return list(Record.objects.filter(experiment=run).order_by("image_index", "method_slot")
+                    .values_list("image_index", "method_slot", "ok", "data"))
+
+    run = services.experiment_create(owner=alice, name="probe", model=lite0, dataset=LOCALISATION,
+                                     methods=["gradcam"], protocols=["yeh-infidelity-v1"], submit=False)
+    evaluator = evaluation.Evaluator(classifier=explain_services.classifier_load(model=lite0), experiment=run)
+    assert evaluator.image_group_size() == 2
+    together = records("together")
+    monkeypatch.setattr(evaluation, "MAX_IMAGE_GROUP", 1)
+    assert evaluator.image_group_size() == 1
+    alone = records("alone")
+    assert len(together) == len(alone) == 6 and all(ok for _, _, ok, _ in together)
+    for (i, slot, _, data), (j, other_slot, _, other) in zip(together, alone):
+        assert (i, slot) == (j, other_slot)
+        # A batch's make-up changes float32 logits in the last digits (oneDNN picks its kernels by
+        # batch size); infidelity's drops are differences of near-equal logits, so that noise grows
+        # to ~1e-4 relative, and the fitted scale beta (~2e-4) moves by ~3e-8.
+        assert data["infidelity"] == pytest.approx(other["infidelity"], rel=1e-3)
+        assert data["beta"] == pytest.approx(other["beta"], rel=1e-3, abs=1e-6)

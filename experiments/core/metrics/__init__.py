@@ -15,6 +15,9 @@ A protocol on a model and a data set, without Django::
         ctx = ImageContext(model=module, mean=mean, std=std, sample=sample, image=sample.load_image(),
                            explainer=lambda m, x, t: my_maps(m, x, t), num_classes=1000)
         rows = family.run(protocol, ctx)       # [{"class_id", "variant", "data", "saliency"}, ...]
+
+``run_protocol_many(protocol, contexts)`` runs several images at once; their model passes then
+share forward batches (:mod:`.passes`).
 """
 from typing import Any, Iterable, Sequence
 
@@ -24,6 +27,7 @@ from .perturbation import PerturbationRecord, aggregate_perturbation, perturbati
 from .pointing import PointingRecord, aggregate_pointing, pointing_pairs, pointing_record
 from .sanity import SanityRecord, aggregate_sanity, randomizable_layers, sanity_records
 from .base import Cost, ImageContext, MetricFamily
+from .passes import default_batch_size, drive, drive_one
 from .complexity import ComplexityRecord
 from .faithfulness import FaithfulnessRecord
 from .random_logit import RandomLogitRecord
@@ -59,9 +63,15 @@ def run_protocol(protocol: Protocol, ctx: ImageContext) -> list[dict[str, Any]]:
     return get_family(protocol.metric).run(protocol, ctx)
 
 
+def run_protocol_many(protocol: Protocol, contexts: Sequence[ImageContext]) -> list[list[dict[str, Any]] | BaseException]:
+    """:func:`run_protocol` of several images, whose model passes share batches where the family
+    allows; each image's rows, or the exception it raised."""
+    return get_family(protocol.metric).run_many(protocol, list(contexts))
+
+
 __all__ = [
-    "RECORD_TYPES", "aggregate", "run_protocol",
-    "Cost", "ImageContext", "MetricFamily", "family_keys", "family_of", "get_family", "register_metric",
+    "RECORD_TYPES", "aggregate", "run_protocol", "run_protocol_many",
+    "Cost", "ImageContext", "MetricFamily", "default_batch_size", "drive", "drive_one", "family_keys", "family_of", "get_family", "register_metric",
     "CausalRecord", "aggregate_causal", "auc", "causal_curves", "causal_record", "probability_group",
     "PerturbationRecord", "aggregate_perturbation", "perturbation_record",
     "PointingRecord", "aggregate_pointing", "pointing_pairs", "pointing_record",

@@ -20,12 +20,23 @@ import torch
 
 from ..imageops import preprocess_pixels
 from ..protocols import Preprocessing, Protocol
+from .passes import PassGenerator, default_batch_size, drive, drive_one
 
 #: ``(module, normalised B×3×H×W batch, targets) → B×H×W`` maps.
 Explainer = Callable[[torch.nn.Module, torch.Tensor, Sequence[int]], torch.Tensor]
 
 #: What a family may need from a data set: integer labels, per-class boxes/masks, foreground masks.
 NEEDS = ("labels", "objects", "foreground")
+
+
+def model_device(model: Callable[[torch.Tensor], torch.Tensor], device: torch.device | str | None = None) -> torch.device:
+    """``device`` if given, else the device of ``model``'s first parameter (CPU for a plain function)."""
+    if device is not None:
+        return torch.device(device)
+    if isinstance(model, torch.nn.Module):
+        for p in model.parameters():
+            return p.device
+    return torch.device("cpu")
 
 
 @dataclass(frozen=True)
@@ -44,17 +55,20 @@ class ImageContext:
     ``explainer(module, batch, targets)`` returns ``B×H×W`` maps; ``model`` maps normalised
     inputs to logits. Maps are cached per (input geometry, class), so protocols sharing a
     preprocessing share their maps. Subclasses may override :meth:`maps` (the web run caches
-    maps of baselines and enhanced methods its own way).
+    maps of baselines and enhanced methods its own way). ``batch_size`` is the forward-pass
+    batch of the protocol's perturbed inputs (default: the device's, :func:`.passes.default_batch_size`).
     """
 
     def __init__(self, *, model: torch.nn.Module, mean: Sequence[float], std: Sequence[float], sample: Any = None,
                  image: Any = None, explainer: Explainer | None = None, num_classes: int | None = None,
-                 seed: int = 0, index: int = 0, device: torch.device | str | None = None):
+                 seed: int = 0, index: int = 0, device: torch.device | str | None = None,
+                 batch_size: int | None = None):
         self.model, self.mean, self.std = model, tuple(mean), tuple(std)
         self.sample, self.image, self.seed, self.index = sample, image, seed, index
         self._explainer = explainer
         self.num_classes = num_classes
         self.device = device
+        self.batch_size = batch_size or default_batch_size(self.model_device())
         self._inputs: dict[Preprocessing, tuple[torch.Tensor, torch.Tensor]] = {}
         self._maps: dict[tuple[Preprocessing, int], torch.Tensor] = {}
         self._top1: dict[Preprocessing, int] = {}
@@ -77,6 +91,10 @@ class ImageContext:
 
     def pixels(self, prep: Preprocessing) -> torch.Tensor:
         return self.inputs(prep)[0]
+
+    def model_device(self) -> torch.device:
+        """Where the model's inputs go: ``device`` if given, else the model's parameters' device."""
+        return model_device(self.model, self.device)
 
     def label(self) -> int:
         label = getattr(self.sample, "label", None)
@@ -162,9 +180,38 @@ class MetricFamily:
         return []
 
     # -- running ------------------------------------------------------------------------------
+    #: A family implements :meth:`steps` (its model passes can then be pooled across images) or
+    #: :meth:`run` (its own passes, or none).
+    def steps(self, protocol: Protocol, ctx: ImageContext) -> PassGenerator:
+        """One image's work as a pass generator (:mod:`.passes`): yields normalised batches, is
+        sent their logits, returns :meth:`run`'s rows."""
+        raise NotImplementedError
+
+    def pools_passes(self) -> bool:
+        """Whether this family's passes can share batches with other images' (it has :meth:`steps`)."""
+        return type(self).steps is not MetricFamily.steps
+
     def run(self, protocol: Protocol, ctx: ImageContext) -> list[dict]:
         """Rows of one image: ``[{"class_id", "variant", "data", "saliency"}, …]`` (``data`` is JSON)."""
-        raise NotImplementedError
+        if not self.pools_passes():
+            raise NotImplementedError(f"{type(self).__name__} implements neither run nor steps")
+        return drive_one(self.steps(protocol, ctx), ctx.model, batch_size=ctx.batch_size)
+
+    def run_many(self, protocol: Protocol, contexts: Sequence[ImageContext]) -> list[list[dict] | BaseException]:
+        """:meth:`run` of several images (one model, one batch size), each one's rows or its
+        exception. Families with :meth:`steps` share forward batches across the images."""
+        if not contexts:
+            return []
+        if self.pools_passes():
+            first = contexts[0]
+            return drive([self.steps(protocol, ctx) for ctx in contexts], first.model, batch_size=first.batch_size)
+        results: list[list[dict] | BaseException] = []
+        for ctx in contexts:
+            try:
+                results.append(self.run(protocol, ctx))
+            except Exception as error:  # noqa: BLE001 - one image's failure is that image's result
+                results.append(error)
+        return results
 
     # -- results ------------------------------------------------------------------------------
     def aggregate(self, protocol: Protocol, records: Iterable[Any], *, class_names: Sequence[str] | None = None) -> dict:

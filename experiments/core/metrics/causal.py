@@ -11,8 +11,9 @@ explained class is recorded; the score is
 
 the trapezoid rule on ``x ∈ [0, 1]`` with equal spacing. Overall = insertion − deletion.
 
-All points of one image are pushed through the model as one batch tensor, in chunks of an
-explicit ``batch_size``; no forward pass per step.
+All points of one image are pushed through the model as batch tensors, in chunks of an
+explicit ``batch_size``; no forward pass per step. The points are produced by a pass
+generator (:func:`causal_steps`, see :mod:`.passes`), so a shard's images share batches.
 
 Example::
 
@@ -31,7 +32,8 @@ import torch
 
 from ..imageops import image_and_map, gaussian_blur, normalize
 from ..protocols import InsertionDeletionProtocol, Substrate
-from .base import Cost, MetricFamily
+from .base import Cost, MetricFamily, model_device
+from .passes import PassGenerator, drive_one
 from .registry import register_metric
 
 __all__ = [
@@ -39,8 +41,10 @@ __all__ = [
     "auc",
     "pixel_order",
     "substrate_pixels",
+    "causal_steps",
     "causal_curves",
     "causal_record",
+    "record_from_curves",
     "probability_group",
     "group_labels",
     "aggregate_causal",
@@ -77,16 +81,61 @@ def substrate_pixels(
     return torch.zeros_like(pixels)  # "zeros (normalised space)": the dataset-mean colour
 
 
-def model_device(model: ModelFn, device: torch.device | str | None) -> torch.device:
-    if device is not None:
-        return torch.device(device)
-    if isinstance(model, torch.nn.Module):
-        for p in model.parameters():
-            return p.device
-    return torch.device("cpu")
+#: Inputs a pass generator yields at a time: bounds the perturbed images held in memory (64 at
+#: 224×224 are 38 MB); :func:`~.passes.drive` re-chunks them to the device's batch.
+YIELD_AT_MOST = 64
 
 
-@torch.no_grad()
+def causal_steps(
+    pixels: torch.Tensor,
+    saliency: torch.Tensor | np.ndarray,
+    target: int,
+    *,
+    protocol: InsertionDeletionProtocol,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+) -> PassGenerator:
+    """The pass generator (:mod:`.passes`) of one image's curves; returns what :func:`causal_curves` does.
+
+    Yields the deletion points (``ceil(H·W/n) + 1`` inputs, the clean image first), then the
+    insertion points, at most :data:`YIELD_AT_MOST` at a time, each ``B×3×H×W`` on ``device``.
+    """
+    if not isinstance(protocol, InsertionDeletionProtocol):
+        raise TypeError(f"causal_curves needs an InsertionDeletionProtocol, got {type(protocol).__name__}")
+    sal = image_and_map(pixels, saliency)
+    height, width = pixels.shape[1:]
+    dev = torch.device(device) if device is not None else pixels.device
+    pixels = pixels.to(dev, torch.float32)
+    original = normalize(pixels, mean, std)
+    ins_start = substrate_pixels(pixels, protocol.insertion_substrate, mean, std)
+    del_end = substrate_pixels(pixels, protocol.deletion_substrate, mean, std)
+
+    n = height * width
+    order = pixel_order(sal).to(dev)
+    rank = torch.empty(n, dtype=torch.long, device=dev)
+    rank[order] = torch.arange(n, device=dev)
+    rank = rank.view(1, 1, height, width)
+    steps = math.ceil(n / protocol.step)
+    counts = torch.clamp(torch.arange(steps + 1, device=dev) * protocol.step, max=n)
+
+    def curve(start: torch.Tensor, finish: torch.Tensor):
+        probs, first_logits = [], None
+        for chunk in counts.split(YIELD_AT_MOST):
+            # Pixel j has switched to ``finish`` once its rank is below the step's count.
+            logits = yield torch.where(rank < chunk.view(-1, 1, 1, 1), finish, start)
+            if not 0 <= target < logits.shape[1]:
+                raise ValueError(f"target class {target} is outside the model's {logits.shape[1]} classes")
+            if first_logits is None:
+                first_logits = logits[0].detach().cpu()
+            probs.append(torch.softmax(logits, dim=1)[:, target].double().cpu())
+        return torch.cat(probs).numpy(), first_logits
+
+    deletion, clean_logits = yield from curve(original, del_end)
+    insertion, _ = yield from curve(ins_start, original)
+    return insertion, deletion, clean_logits.numpy()
+
+
 def causal_curves(
     model: ModelFn,
     pixels: torch.Tensor,
@@ -112,45 +161,9 @@ def causal_curves(
         ``(insertion, deletion, clean_logits)``: two float64 arrays of ``ceil(H·W/n) + 1``
         probabilities and the ``C`` logits of the unperturbed image (deletion's first point).
     """
-    if not isinstance(protocol, InsertionDeletionProtocol):
-        raise TypeError(f"causal_curves needs an InsertionDeletionProtocol, got {type(protocol).__name__}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be positive, not {batch_size}")
-    sal = image_and_map(pixels, saliency)
-    height, width = pixels.shape[1:]
-    dev = model_device(model, device)
-    pixels = pixels.to(dev, torch.float32)
-    original = normalize(pixels, mean, std)
-    ins_start = substrate_pixels(pixels, protocol.insertion_substrate, mean, std)
-    del_end = substrate_pixels(pixels, protocol.deletion_substrate, mean, std)
-
-    n = height * width
-    order = pixel_order(sal).to(dev)
-    rank = torch.empty(n, dtype=torch.long, device=dev)
-    rank[order] = torch.arange(n, device=dev)
-    rank = rank.view(1, 1, height, width)
-    steps = math.ceil(n / protocol.step)
-    counts = torch.clamp(torch.arange(steps + 1, device=dev) * protocol.step, max=n)
-
-    def run(start: torch.Tensor, finish: torch.Tensor) -> tuple[np.ndarray, torch.Tensor]:
-        probs, first_logits = [], None
-        for chunk in counts.split(batch_size):
-            # Pixel j has switched to ``finish`` once its rank is below the step's count.
-            switched = rank < chunk.view(-1, 1, 1, 1)
-            batch = torch.where(switched, finish, start)
-            logits = model(batch).float()
-            if logits.dim() != 2 or logits.shape[0] != batch.shape[0]:
-                raise ValueError(f"the model must return B×C logits, got shape {tuple(logits.shape)}")
-            if not 0 <= target < logits.shape[1]:
-                raise ValueError(f"target class {target} is outside the model's {logits.shape[1]} classes")
-            if first_logits is None:
-                first_logits = logits[0].detach().cpu()
-            probs.append(torch.softmax(logits, dim=1)[:, target].double().cpu())
-        return torch.cat(probs).numpy(), first_logits
-
-    deletion, clean_logits = run(original, del_end)
-    insertion, _ = run(ins_start, original)
-    return insertion, deletion, clean_logits.numpy()
+    steps = causal_steps(pixels, saliency, target, protocol=protocol, mean=mean, std=std,
+                         device=model_device(model, device))
+    return drive_one(steps, model, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -200,9 +213,13 @@ def causal_record(
     device: torch.device | str | None = None,
 ) -> CausalRecord:
     """Insertion and deletion of one image as a storable record (see :func:`causal_curves`)."""
-    insertion, deletion, logits = causal_curves(
-        model, pixels, saliency, target, protocol=protocol, mean=mean, std=std, batch_size=batch_size, device=device
-    )
+    curves = causal_curves(model, pixels, saliency, target, protocol=protocol, mean=mean, std=std,
+                           batch_size=batch_size, device=device)
+    return record_from_curves(target, *curves)
+
+
+def record_from_curves(target: int, insertion: np.ndarray, deletion: np.ndarray, logits: np.ndarray) -> CausalRecord:
+    """The record of :func:`causal_curves`'s ``(insertion, deletion, clean_logits)``."""
     probs = torch.softmax(torch.as_tensor(logits, dtype=torch.float64), dim=0)
     top1 = int(torch.argmax(probs))
     return CausalRecord(
@@ -300,11 +317,12 @@ class CausalFamily(MetricFamily):
              "y_label": "overall ×100", "groups": "groups.*.label", "values": "groups.*.overall"},
         ]
 
-    def run(self, protocol, ctx):
+    def steps(self, protocol, ctx):
         sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
-        rec = causal_record(ctx.model, pixels, sal, cls, protocol=protocol, mean=ctx.mean, std=ctx.std)
-        return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]
+        curves = yield from causal_steps(pixels, sal, cls, protocol=protocol, mean=ctx.mean, std=ctx.std,
+                                         device=ctx.model_device())
+        return [{"class_id": cls, "variant": "", "data": record_from_curves(cls, *curves).to_dict(), "saliency": sal}]
 
     def aggregate(self, protocol, records, *, class_names=None):
         return aggregate_causal(list(records), protocol)

@@ -23,7 +23,8 @@ import torch
 
 from ..imageops import normalize
 from ..protocols import FaithfulnessCorrelationProtocol
-from .base import Cost, MetricFamily, nanmean
+from .base import Cost, MetricFamily, model_device, nanmean
+from .passes import PassGenerator, drive_one
 from .registry import register_metric
 
 
@@ -40,32 +41,48 @@ def pearson(a: Sequence[float], b: Sequence[float]) -> float | None:
     return float((x * y).sum() / denom) if denom > 0 else None
 
 
-@torch.no_grad()
+#: Perturbed inputs a pass generator yields at a time (64 at 224×224 are 38 MB).
+YIELD_AT_MOST = 64
+
+
+def faithfulness_steps(pixels: torch.Tensor, saliency, target: int, *, subsets: np.ndarray,
+                       mean: Sequence[float], std: Sequence[float], fill: float = 0.0,
+                       device: torch.device | str | None = None) -> PassGenerator:
+    """The pass generator (:mod:`.passes`) of :func:`faithfulness_correlation`: the clean input
+    and the ``T`` perturbed ones, at most :data:`YIELD_AT_MOST` at a time; returns what it does."""
+    dev = torch.device(device) if device is not None else pixels.device
+    channels = pixels.shape[0]
+    flat_map = torch.as_tensor(saliency, dtype=torch.float64).reshape(-1).cpu().numpy()
+    idx = torch.as_tensor(subsets, dtype=torch.long)
+    scores = []
+    for start in range(0, len(idx), YIELD_AT_MOST):
+        chunk = idx[start:start + YIELD_AT_MOST]
+        batch = pixels.reshape(1, channels, -1).repeat(len(chunk), 1, 1)
+        rows = torch.arange(len(chunk))[:, None].expand_as(chunk)
+        batch.permute(0, 2, 1)[rows, chunk] = fill          # every channel of each chosen pixel
+        batch = batch.reshape(len(chunk), *pixels.shape)
+        if start == 0:                                      # the clean image rides with the first chunk
+            batch = torch.cat([pixels[None], batch])
+        logits = yield normalize(batch, mean, std).to(dev)
+        scores.append(logits[:, target].double().cpu().numpy())
+    scores = np.concatenate(scores) if scores else np.zeros(0)
+    drops = scores[0] - scores[1:]
+    sums = flat_map[subsets].sum(axis=1)
+    return pearson(sums, drops), sums, drops
+
+
 def faithfulness_correlation(model, pixels: torch.Tensor, saliency, target: int, *, subsets: np.ndarray,
                              mean: Sequence[float], std: Sequence[float], fill: float = 0.0,
                              batch_size: int = 64) -> tuple[float | None, np.ndarray, np.ndarray]:
     """``(correlation, saliency sums, logit drops)`` of one image; see the module docstring.
 
     ``pixels``: ``C×H×W`` in ``[0, 1]``; ``saliency``: ``H×W``; ``subsets``: ``T×|S|`` flat
-    pixel indices (:func:`random_subsets`). All perturbed inputs go through the model in
-    batches of ``batch_size``.
+    pixel indices (:func:`random_subsets`). The clean and the perturbed inputs go through the
+    model in batches of ``batch_size``.
     """
-    device = next((p.device for p in model.parameters()), torch.device("cpu")) if isinstance(model, torch.nn.Module) else "cpu"
-    channels = pixels.shape[0]
-    flat_map = torch.as_tensor(saliency, dtype=torch.float64).reshape(-1).cpu().numpy()
-    idx = torch.as_tensor(subsets, dtype=torch.long)
-    clean = model(normalize(pixels[None], mean, std).to(device))[0, target].double().item()
-    drops = []
-    for start in range(0, len(idx), batch_size):
-        chunk = idx[start:start + batch_size]
-        batch = pixels.reshape(1, channels, -1).repeat(len(chunk), 1, 1)
-        rows = torch.arange(len(chunk))[:, None].expand_as(chunk)
-        batch.permute(0, 2, 1)[rows, chunk] = fill          # every channel of each chosen pixel
-        batch = normalize(batch.reshape(len(chunk), *pixels.shape), mean, std).to(device)
-        drops.append(clean - model(batch)[:, target].double().cpu().numpy())
-    drops = np.concatenate(drops)
-    sums = flat_map[subsets].sum(axis=1)
-    return pearson(sums, drops), sums, drops
+    steps = faithfulness_steps(pixels, saliency, target, subsets=subsets, mean=mean, std=std, fill=fill,
+                               device=model_device(model, None))
+    return drive_one(steps, model, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -94,13 +111,13 @@ class FaithfulnessCorrelationFamily(MetricFamily):
     def columns(self, protocol):
         return [{"key": "correlation", "label": "Faithfulness correlation", "better": "higher"}]
 
-    def run(self, protocol, ctx):
+    def steps(self, protocol, ctx):
         sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         subsets = random_subsets(pixels.shape[-2] * pixels.shape[-1], protocol.subset, protocol.runs,
                                  seed=ctx.seed, index=ctx.index)
-        corr, _, _ = faithfulness_correlation(ctx.model, pixels, sal, cls, subsets=subsets, mean=ctx.mean,
-                                              std=ctx.std, fill=protocol.fill)
+        corr, _, _ = yield from faithfulness_steps(pixels, sal, cls, subsets=subsets, mean=ctx.mean, std=ctx.std,
+                                                   fill=protocol.fill, device=ctx.model_device())
         return [{"class_id": cls, "variant": "", "data": FaithfulnessRecord(cls, corr).to_dict(), "saliency": sal}]
 
     def aggregate(self, protocol, records: Iterable[Any], *, class_names=None):

@@ -38,11 +38,11 @@ import torch
 
 from ..imageops import as_map, normalize
 from ..protocols import InfidelityProtocol
-from .base import Cost, MetricFamily, nanmean
-from .causal import model_device
+from .base import Cost, MetricFamily, model_device, nanmean
+from .passes import PassGenerator, drive_one
 from .registry import register_metric
 
-__all__ = ["gaussian_perturbations", "infidelity", "InfidelityRecord"]
+__all__ = ["gaussian_perturbations", "infidelity", "infidelity_steps", "InfidelityRecord"]
 
 
 def gaussian_perturbations(shape: Sequence[int], *, samples: int, sigma: float, seed: int, index: int = 0) -> np.ndarray:
@@ -51,15 +51,11 @@ def gaussian_perturbations(shape: Sequence[int], *, samples: int, sigma: float, 
     return sigma * rng.standard_normal((samples, *shape))
 
 
-@torch.no_grad()
-def infidelity(model, pixels: torch.Tensor, saliency, target: int, *, perturbations: np.ndarray,
-               mean: Sequence[float], std: Sequence[float], scaling: str = "optimal", batch_size: int = 64,
-               device: torch.device | str | None = None) -> tuple[float, float, np.ndarray, np.ndarray]:
-    """``(infidelity, β, a, Δ)`` of one image; see the module docstring.
-
-    ``pixels``: ``C×H×W`` in ``[0, 1]``; ``saliency``: ``H×W``; ``perturbations``: ``T×C×H×W``
-    in pixel space. The ``T`` perturbed inputs go through the model in chunks of ``batch_size``.
-    """
+def infidelity_steps(pixels: torch.Tensor, saliency, target: int, *, perturbations: np.ndarray,
+                     mean: Sequence[float], std: Sequence[float], scaling: str = "optimal",
+                     device: torch.device | str | None = None) -> PassGenerator:
+    """The pass generator (:mod:`.passes`) of :func:`infidelity`: one batch, the clean input
+    then the ``T`` perturbed ones (``(T+1)×C×H×W``); returns what :func:`infidelity` does."""
     if scaling not in ("optimal", "none"):
         raise ValueError(f"scaling must be 'optimal' or 'none', not {scaling!r}")
     sal = as_map(saliency)
@@ -68,17 +64,14 @@ def infidelity(model, pixels: torch.Tensor, saliency, target: int, *, perturbati
     perts = np.asarray(perturbations, dtype=np.float64)
     if perts.ndim != 4 or perts.shape[1:] != tuple(pixels.shape):
         raise ValueError(f"perturbations must be T×{'×'.join(map(str, pixels.shape))}, got {perts.shape}")
-    dev = model_device(model, device)
+    dev = torch.device(device) if device is not None else pixels.device
     x = pixels.detach().to(dev)
-    clean = model(normalize(x[None], mean, std))
-    if not 0 <= target < clean.shape[1]:
-        raise ValueError(f"class {target} is outside the model's {clean.shape[1]} classes")
-    clean_logit = float(clean[0, target].double())
-    drops = []
-    for chunk in torch.from_numpy(perts).split(batch_size):
-        perturbed = normalize(x[None] - chunk.to(dev, x.dtype), mean, std)
-        drops.append(clean_logit - model(perturbed)[:, target].double().cpu().numpy())
-    delta = np.concatenate(drops)
+    perturbed = x[None] - torch.from_numpy(perts).to(dev, x.dtype)
+    logits = yield normalize(torch.cat([x[None], perturbed]), mean, std)
+    if not 0 <= target < logits.shape[1]:
+        raise ValueError(f"class {target} is outside the model's {logits.shape[1]} classes")
+    scores = logits[:, target].double().cpu().numpy()
+    delta = scores[0] - scores[1:]
     dots = np.einsum("tchw,hw->t", perts, sal.double().numpy())
     if scaling == "optimal":
         energy = float(np.sum(dots * dots))
@@ -86,6 +79,19 @@ def infidelity(model, pixels: torch.Tensor, saliency, target: int, *, perturbati
     else:
         beta = 1.0
     return float(np.mean((beta * dots - delta) ** 2)), beta, dots, delta
+
+
+def infidelity(model, pixels: torch.Tensor, saliency, target: int, *, perturbations: np.ndarray,
+               mean: Sequence[float], std: Sequence[float], scaling: str = "optimal", batch_size: int = 64,
+               device: torch.device | str | None = None) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """``(infidelity, β, a, Δ)`` of one image; see the module docstring.
+
+    ``pixels``: ``C×H×W`` in ``[0, 1]``; ``saliency``: ``H×W``; ``perturbations``: ``T×C×H×W``
+    in pixel space. The clean and ``T`` perturbed inputs go through the model in chunks of ``batch_size``.
+    """
+    steps = infidelity_steps(pixels, saliency, target, perturbations=perturbations, mean=mean, std=std,
+                             scaling=scaling, device=model_device(model, device))
+    return drive_one(steps, model, batch_size=batch_size)
 
 
 @dataclass(frozen=True)
@@ -117,13 +123,14 @@ class InfidelityFamily(MetricFamily):
     def columns(self, protocol):
         return [{"key": "infidelity", "label": "Infidelity", "better": "lower"}]
 
-    def run(self, protocol, ctx):
+    def steps(self, protocol, ctx):
         sal, cls = ctx.explained_map(protocol)
         pixels = ctx.pixels(protocol.preprocessing)
         perts = gaussian_perturbations(tuple(pixels.shape), samples=protocol.samples, sigma=protocol.sigma,
                                        seed=ctx.seed, index=ctx.index)
-        score, beta, _, delta = infidelity(ctx.model, pixels, sal, cls, perturbations=perts, mean=ctx.mean, std=ctx.std,
-                                           scaling=protocol.scaling)
+        score, beta, _, delta = yield from infidelity_steps(pixels, sal, cls, perturbations=perts, mean=ctx.mean,
+                                                            std=ctx.std, scaling=protocol.scaling,
+                                                            device=ctx.model_device())
         rec = InfidelityRecord(cls, score, beta, float(np.mean(delta ** 2)))
         return [{"class_id": cls, "variant": "", "data": rec.to_dict(), "saliency": sal}]
 

@@ -26,11 +26,12 @@ import torch
 
 from ..imageops import image_and_map, normalize
 from ..protocols import PerturbationProtocol
-from .base import Cost, MetricFamily
-from .causal import model_device, pixel_order
+from .base import Cost, MetricFamily, model_device
+from .passes import PassGenerator, drive_one
+from .causal import pixel_order
 from .registry import register_metric
 
-__all__ = ["PerturbationRecord", "removed_counts", "perturbation_record", "aggregate_perturbation"]
+__all__ = ["PerturbationRecord", "removed_counts", "perturbation_steps", "perturbation_record", "aggregate_perturbation"]
 
 
 def removed_counts(fractions: Sequence[float], num_pixels: int) -> list[int]:
@@ -79,7 +80,57 @@ class PerturbationRecord:
         )
 
 
-@torch.no_grad()
+def perturbation_steps(
+    pixels: torch.Tensor,
+    saliency: torch.Tensor | np.ndarray,
+    *,
+    label: int,
+    explained: int,
+    mode: str,
+    protocol: PerturbationProtocol,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device | str | None = None,
+) -> PassGenerator:
+    """The pass generator (:mod:`.passes`) of :func:`perturbation_record`: one batch of the
+    ``2·len(fractions) − 1`` images (``p = 0`` once); returns the record."""
+    if not isinstance(protocol, PerturbationProtocol):
+        raise TypeError(f"perturbation_record needs a PerturbationProtocol, got {type(protocol).__name__}")
+    if mode not in ("predicted", "target"):
+        raise ValueError(f"mode must be 'predicted' or 'target', not {mode!r}")
+    sal = image_and_map(pixels, saliency)
+    height, width = pixels.shape[1:]
+    dev = torch.device(device) if device is not None else pixels.device
+    pixels = pixels.to(dev, torch.float32)
+    n = height * width
+    counts = removed_counts(protocol.fractions, n)
+    highest_first = pixel_order(sal).to(dev)
+    lowest_first = torch.sort(sal.reshape(-1), stable=True).indices.to(dev)
+
+    def removal_rank(order: torch.Tensor) -> torch.Tensor:
+        rank = torch.empty(n, dtype=torch.long, device=dev)
+        rank[order] = torch.arange(n, device=dev)
+        return rank.view(1, 1, height, width)
+
+    ranks = [removal_rank(highest_first), removal_rank(lowest_first)]
+    # Row 0 is the clean image; then positive p>0 rows, then negative p>0 rows.
+    rows = [(0, 0)] + [(0, c) for c in counts[1:]] + [(1, c) for c in counts[1:]]
+    fill = torch.tensor(float(protocol.fill), device=dev)
+    removed = torch.cat([ranks[kind] < count for kind, count in rows])
+    logits = yield normalize(torch.where(removed, fill, pixels), mean, std)
+    predictions = [int(i) for i in logits.argmax(dim=1).cpu()]
+    k = len(counts) - 1
+    clean = predictions[0]
+    return PerturbationRecord(
+        label=int(label),
+        explained=int(explained),
+        mode=mode,
+        fractions=tuple(float(f) for f in protocol.fractions),
+        positive=(clean, *predictions[1:1 + k]),
+        negative=(clean, *predictions[1 + k:]),
+    )
+
+
 def perturbation_record(
     model: Callable[[torch.Tensor], torch.Tensor],
     pixels: torch.Tensor,
@@ -106,47 +157,9 @@ def perturbation_record(
     All ``2·len(fractions) − 1`` images (``p = 0`` once) go through the model in chunks of
     ``batch_size``.
     """
-    if not isinstance(protocol, PerturbationProtocol):
-        raise TypeError(f"perturbation_record needs a PerturbationProtocol, got {type(protocol).__name__}")
-    if mode not in ("predicted", "target"):
-        raise ValueError(f"mode must be 'predicted' or 'target', not {mode!r}")
-    sal = image_and_map(pixels, saliency)
-    height, width = pixels.shape[1:]
-    dev = model_device(model, device)
-    pixels = pixels.to(dev, torch.float32)
-    n = height * width
-    counts = removed_counts(protocol.fractions, n)
-    highest_first = pixel_order(sal).to(dev)
-    lowest_first = torch.sort(sal.reshape(-1), stable=True).indices.to(dev)
-
-    def removal_rank(order: torch.Tensor) -> torch.Tensor:
-        rank = torch.empty(n, dtype=torch.long, device=dev)
-        rank[order] = torch.arange(n, device=dev)
-        return rank.view(1, 1, height, width)
-
-    ranks = [removal_rank(highest_first), removal_rank(lowest_first)]
-    # Row 0 is the clean image; then positive p>0 rows, then negative p>0 rows.
-    rows = [(0, 0)] + [(0, c) for c in counts[1:]] + [(1, c) for c in counts[1:]]
-    fill = torch.tensor(float(protocol.fill), device=dev)
-    predictions: list[int] = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        removed = torch.cat([ranks[kind] < count for kind, count in chunk])
-        batch = normalize(torch.where(removed, fill, pixels), mean, std)
-        logits = model(batch)
-        if logits.dim() != 2 or logits.shape[0] != batch.shape[0]:
-            raise ValueError(f"the model must return B×C logits, got shape {tuple(logits.shape)}")
-        predictions.extend(int(i) for i in logits.argmax(dim=1).cpu())
-    k = len(counts) - 1
-    clean = predictions[0]
-    return PerturbationRecord(
-        label=int(label),
-        explained=int(explained),
-        mode=mode,
-        fractions=tuple(float(f) for f in protocol.fractions),
-        positive=(clean, *predictions[1:1 + k]),
-        negative=(clean, *predictions[1 + k:]),
-    )
+    steps = perturbation_steps(pixels, saliency, label=label, explained=explained, mode=mode, protocol=protocol,
+                               mean=mean, std=std, device=model_device(model, device))
+    return drive_one(steps, model, batch_size=batch_size)
 
 
 def _trapezoid(y: Sequence[float], x: Sequence[float]) -> float:
@@ -218,14 +231,14 @@ class PerturbationFamily(MetricFamily):
                             {"x": f"modes.{mode}.fractions", "y": f"modes.{mode}.negative_accuracy", "suffix": " (negative)", "dashed": True}]}
                 for mode in ("predicted", "target")]
 
-    def run(self, protocol, ctx):
+    def steps(self, protocol, ctx):
         label = ctx.label()
         out = []
         for mode in protocol.explain:
             [(sal, cls)] = ctx.maps(protocol.preprocessing, [label if mode == "target" else None])
             pixels = ctx.pixels(protocol.preprocessing)
-            rec = perturbation_record(ctx.model, pixels, sal, label=label, explained=cls, mode=mode,
-                                      protocol=protocol, mean=ctx.mean, std=ctx.std)
+            rec = yield from perturbation_steps(pixels, sal, label=label, explained=cls, mode=mode, protocol=protocol,
+                                                mean=ctx.mean, std=ctx.std, device=ctx.model_device())
             out.append({"class_id": cls, "variant": mode, "data": rec.to_dict(), "saliency": sal})
         return out
 

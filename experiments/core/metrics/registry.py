@@ -17,7 +17,7 @@ F = TypeVar("F", bound=type[MetricFamily])
 _FAMILIES: dict[str, MetricFamily] = {}
 _loaded = False
 _lock = threading.RLock()
-_SKIP = {"base", "registry"}
+_SKIP = {"base", "passes", "registry"}
 
 
 def register_metric(key: str) -> Callable[[F], F]:

@@ -62,8 +62,8 @@ import torch
 
 from ..imageops import as_map, normalize
 from ..protocols import RoadProtocol
-from .base import Cost, MetricFamily
-from .causal import model_device, pixel_order
+from .base import Cost, MetricFamily, model_device
+from .causal import pixel_order
 from .perturbation import removed_counts
 from .registry import register_metric
 
