@@ -6,9 +6,10 @@ floor of the model passes the protocol needs.
     python -m benchmarks.protocols                                   # every protocol with model passes
     python -m benchmarks.protocols --protocols thesis-v1 --methods gradcam msgcam --images 2
 
-For every (protocol, method, plain or enhanced), each image of ``--images`` photos is run
-through the protocol's family runner (:func:`experiments.core.metrics.run_protocol`) as a
-worker runs it. The time splits into the explainer's (the maps: the method's own cost, which
+For every (protocol, method, plain or enhanced), the ``--images`` photos are run through the
+protocol's family runner as a worker's shard runs them: in groups of
+:func:`experiments.core.metrics.image_group_size` images whose model passes share forward
+batches (:func:`~experiments.core.metrics.run_protocol_many`). The time splits into the explainer's (the maps: the method's own cost, which
 ``./run bench`` measures against its floor) and the evaluation's (the rest: the protocol's
 perturbed inputs and model passes). The evaluation's *floor* is the family's declared model
 passes per image (:meth:`MetricFamily.cost`, the cost prior of the estimates) times the
@@ -37,7 +38,7 @@ from explain import cpu_memory
 
 HUGE_PAGES, HEAP_KEPT = cpu_memory.apply()      # before any tensor exists: as the site runs
 
-from experiments.core.metrics import ImageContext, get_family, run_protocol  # noqa: E402 - after the allocator settings
+from experiments.core.metrics import ImageContext, get_family, image_group_size, run_protocol_many  # noqa: E402 - after the allocator settings
 from experiments.core.protocols import get_protocol, protocol_names  # noqa: E402 - after the allocator settings
 from explain.core.engine import explain, library_versions  # noqa: E402 - after the allocator settings
 from explain.core.registry import methods_for  # noqa: E402 - after the allocator settings
@@ -128,27 +129,34 @@ def run(args) -> dict:
                                  image=image, device=device)
             samples.append((Photo(photo_key, probe.top1(protocol.preprocessing)), image))
 
-        def unit(explainer, index, sample, image):
-            ctx = ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
-                               sample=sample, image=image, explainer=explainer,
-                               num_classes=len(classifier.class_names), seed=0, index=index, device=device)
-            run_protocol(protocol, ctx)
+        # Images go together as a worker's shard takes them (their model passes share batches).
+        group = image_group_size([protocol], device)
+        groups = [list(enumerate(samples))[i:i + group] for i in range(0, len(samples), group)]
+
+        def units(explainer, items):
+            contexts = [ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                                     sample=sample, image=image, explainer=explainer,
+                                     num_classes=len(classifier.class_names), seed=0, index=index, device=device)
+                        for index, (sample, image) in items]
+            for result in run_protocol_many(protocol, contexts):
+                if isinstance(result, BaseException):
+                    raise result
 
         for key in methods:
             for enhance in (False, True):
-                # One untimed unit first: lazy imports, allocator and kernel warm-up.
-                unit(TimedExplainer(classifier, key, enhance, params.get(key, {})), 0, *samples[0])
+                # One untimed group first: lazy imports, allocator and kernel warm-up.
+                units(TimedExplainer(classifier, key, enhance, params.get(key, {})), groups[0])
                 explainer = TimedExplainer(classifier, key, enhance, params.get(key, {}))
                 started = time.perf_counter()
-                for index, (sample, image) in enumerate(samples):
-                    unit(explainer, index, sample, image)
+                for items in groups:
+                    units(explainer, items)
                 _sync(device)
                 total = (time.perf_counter() - started) / len(photos)
                 explain_s = explainer.seconds / len(photos)
                 evaluation = max(total - explain_s, 1e-9)
                 floor = passes * floors[size][0]
                 rows.append({
-                    "protocol": name, "metric": protocol.metric, "method": key, "enhanced": enhance,
+                    "protocol": name, "metric": protocol.metric, "method": key, "enhanced": enhance, "image_group": group,
                     "images_per_minute": 60.0 / total, "seconds_per_image": total, "explain_seconds": explain_s,
                     "evaluation_seconds": evaluation, "model_passes": passes,
                     "floor_seconds": floor if passes else None,
@@ -173,12 +181,12 @@ def markdown(result: dict) -> str:
     for size, f in result["forward_floor"].items():
         lines.append(f"One forward pass at {size}×{size}: {f['seconds_per_image'] * 1e3:.2f} ms per image "
                      f"(best batch {f['batch_size']}).")
-    lines += ["", "| protocol | method | maps | images/min | explain s/img | evaluation s/img | passes | floor s/img | floor ÷ evaluation |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+    lines += ["", "| protocol | method | maps | images together | images/min | explain s/img | evaluation s/img | passes | floor s/img | floor ÷ evaluation |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         floor = "–" if r["floor_seconds"] is None else f"{r['floor_seconds']:.3f}"
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
-        lines.append(f"| {r['protocol']} | {r['method']} | {'enhanced' if r['enhanced'] else 'plain'} | "
+        lines.append(f"| {r['protocol']} | {r['method']} | {'enhanced' if r['enhanced'] else 'plain'} | {r['image_group']} | "
                      f"{r['images_per_minute']:.1f} | {r['explain_seconds']:.3f} | {r['evaluation_seconds']:.3f} | "
                      f"{r['model_passes']:g} | {floor} | {ratio} |")
     return "\n".join(lines) + "\n"

@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import math
 import threading
 import time
 from typing import Any, Callable, Iterator, Mapping, Sequence
@@ -25,7 +24,7 @@ logger = logging.getLogger(__name__)
 
 #: Most images of a shard evaluated together: bounds the maps and perturbed inputs held at once,
 #: and how long a shard runs before it may yield to interactive work.
-MAX_IMAGE_GROUP = 8
+MAX_IMAGE_GROUP = metrics.MAX_IMAGE_GROUP
 
 
 def _thumb(saliency) -> bytes:
@@ -140,16 +139,9 @@ class Evaluator:
 
     # -- units --------------------------------------------------------------------------------
     def image_group_size(self) -> int:
-        """How many images of a shard are evaluated together (their model passes share batches):
-        enough for the run's lightest pooling protocol to fill the device's forward batch, at most
-        :data:`MAX_IMAGE_GROUP`; 1 when no protocol pools its passes."""
-        passes = [family.cost(p).model_passes for p in self.protocols
-                  if (family := metrics.get_family(p.metric)).pools_passes()]
-        passes = [n for n in passes if n > 0]
-        if not passes:
-            return 1
-        batch = metrics.default_batch_size(self.classifier.device)
-        return max(1, min(MAX_IMAGE_GROUP, math.ceil(batch / min(passes))))
+        """How many images of a shard are evaluated together (their model passes share batches;
+        :func:`metrics.image_group_size`, at most :data:`MAX_IMAGE_GROUP`)."""
+        return metrics.image_group_size(self.protocols, self.classifier.device, most=MAX_IMAGE_GROUP)
 
     def units(self, *, items: Sequence[tuple[int, Any, Any]], method: Mapping[str, Any]) -> list[list[dict]]:
         """Record fields for every protocol of each ``(index, sample, image)`` (``image`` may be the

@@ -16,18 +16,22 @@ def test_default_protocols_leave_out_the_families_the_photos_cannot_run():
     assert not {get_protocol(n).metric for n in names} & protocols.SKIPPED_FAMILIES
 
 
-def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(tmp_path):
-    assert protocols.main(["--protocols", "bhatt-faithfulness-v1", "complexity-v1", "--methods", "gradcam",
-                           "--images", "1", "--repeats", "1", "--batch-sizes", "1", "8",
+def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(tmp_path, monkeypatch):
+    monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
+    names = ("bhatt-faithfulness-v1", "yeh-infidelity-v1", "complexity-v1")
+    assert protocols.main(["--protocols", *names, "--methods", "gradcam",
+                           "--images", "2", "--repeats", "1", "--batch-sizes", "1", "8",
                            "--out", str(tmp_path), "--name", "short"]) == 0
     result = json.loads((tmp_path / "short.json").read_text())
     forward = result["forward_floor"]["224"]["seconds_per_image"]
     assert forward > 0 and result["forward_floor"]["224"]["batch_size"] in (1, 8)
     rows = {(r["protocol"], r["enhanced"]): r for r in result["rows"]}
-    assert set(rows) == {(p, e) for p in ("bhatt-faithfulness-v1", "complexity-v1") for e in (False, True)}
+    assert set(rows) == {(p, e) for p in names for e in (False, True)}
     for (name, _), row in rows.items():
         passes = get_family(get_protocol(name).metric).cost(get_protocol(name)).model_passes
         assert row["model_passes"] == passes
+        # Infidelity's 11 passes: two photos share a CPU batch of 16, as a worker's shard runs them.
+        assert row["image_group"] == (2 if name == "yeh-infidelity-v1" else 1)
         assert row["seconds_per_image"] == pytest.approx(row["explain_seconds"] + row["evaluation_seconds"], rel=1e-6)
         assert row["images_per_minute"] == pytest.approx(60 / row["seconds_per_image"])
         if passes:

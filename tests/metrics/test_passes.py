@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from experiments.core.metrics import ImageContext, default_batch_size, drive, family_keys, get_family
+from experiments.core.metrics import ImageContext, default_batch_size, drive, family_keys, get_family, image_group_size
 from experiments.core.protocols import get_protocol, protocol_names
 
 from .conftest import MEAN, STD, gradient_explainer, synthetic_sample, tiny_cnn
@@ -156,3 +156,18 @@ def test_the_batch_size_comes_from_the_device_or_the_setting(monkeypatch):
     monkeypatch.setenv("SALIENCY_EVAL_BATCH", "0")
     with pytest.raises(ValueError, match="SALIENCY_EVAL_BATCH"):
         default_batch_size("cpu")
+
+
+def test_images_go_together_until_the_lightest_pooling_protocol_fills_a_batch(monkeypatch):
+    monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
+    infidelity, thesis, pointing = (get_protocol(n) for n in ("yeh-infidelity-v1", "thesis-v1", "torchray-pointing-v1"))
+    assert get_family("infidelity").cost(infidelity).model_passes == 11
+    assert image_group_size([infidelity], "cpu") == 2            # ceil(16 / 11)
+    assert image_group_size([infidelity], "cuda") == 6           # ceil(64 / 11)
+    assert image_group_size([infidelity], "cuda", most=4) == 4
+    assert image_group_size([thesis, infidelity], "cpu") == 2    # the lightest pooling protocol decides
+    assert image_group_size([thesis], "cpu") == 1                # 450 passes fill a batch alone
+    assert image_group_size([pointing], "cpu") == 1              # no passes to pool
+    assert image_group_size([], "cpu") == 1
+    monkeypatch.setenv("SALIENCY_EVAL_BATCH", "44")
+    assert image_group_size([infidelity], "cpu") == 4
