@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
+import torch
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, OperationalError, transaction
@@ -334,6 +335,29 @@ def classifier_load(*, model: ClassifierModel, device=None):
         class_names=model.class_names, default_layers=model.default_layers,
         preprocessing=model.preprocessing, checksum=model.weights_sha256, device=device,
     )
+
+
+def classifiers_warm(*, limit: int) -> dict[str, float]:
+    """Load the first ``limit`` built-in models whose weights are here (by name, as the Explain
+    page lists them) into this process's cache and run one forward pass through each, so that
+    the first prediction or map does not pay the load (~1–3 s on a CPU) or the first call's
+    allocations. Returns the seconds each took; a model that fails to load is logged and skipped."""
+    seconds: dict[str, float] = {}
+    if limit <= 0:
+        return seconds
+    for model in ClassifierModel.objects.filter(owner=None, weights_present=True).order_by("name")[:limit]:
+        started = time.perf_counter()
+        try:
+            classifier = classifier_load(model=model)
+            size = classifier.input_size
+            with torch.no_grad():
+                classifier.module(torch.zeros(1, 3, size, size, device=classifier.device))
+        except Exception as error:  # noqa: BLE001 - a warm-up never stops a worker
+            logger.warning("could not warm %s: %s", model.builtin_key, error)
+            continue
+        seconds[model.builtin_key] = time.perf_counter() - started
+        logger.info("warmed %s in %.2f s", model.builtin_key, seconds[model.builtin_key])
+    return seconds
 
 
 # ---------------------------------------------------------------------------------------------

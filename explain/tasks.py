@@ -7,10 +7,12 @@ end in a retry or, after ``Job.MAX_ATTEMPTS`` starts, a failure with the reason.
 from __future__ import annotations
 
 import logging
+import threading
 
 from celery import shared_task
-from celery.signals import worker_ready
-from django.db import InterfaceError, OperationalError
+from celery.signals import worker_process_init, worker_ready
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, connection
 
 from saliency_site.workers import SWEEP_SNAPSHOT_AGE_S, live_workers
 
@@ -65,6 +67,22 @@ def requeue_stale_jobs() -> dict:
     if live is None:
         return {}
     return services.jobs_requeue_stale(live=live, stale_after=STALE_AFTER_SECONDS)
+
+
+@worker_process_init.connect
+def _warm_models(**kwargs) -> None:
+    """Each pool process loads the models ``settings.WARM_MODELS`` names as it starts. In a
+    thread: Celery waits only a few seconds for a new pool process to report in, and a job that
+    arrives meanwhile waits on the model cache's lock for the load already under way."""
+    def warm() -> None:
+        try:
+            services.classifiers_warm(limit=settings.WARM_MODELS)
+        except Exception:
+            logger.exception("warming the models failed")
+        finally:
+            connection.close()   # this thread's own database connection
+
+    threading.Thread(target=warm, name="warm-models", daemon=True).start()
 
 
 @worker_ready.connect

@@ -318,6 +318,9 @@ CELERY_BEAT_SCHEDULE = {
                                  "schedule": SWEEP_EVERY_SECONDS, "options": {"expires": SWEEP_EVERY_SECONDS}},
 }
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+# Each worker process loads this many built-in models (those with weights, by name: the one the
+# Explain page opens on first) as it starts, so the first map of the day does not pay the load.
+WARM_MODELS = env_int("SALIENCY_WARM_MODELS", 1)
 
 LOGGING = {
     "version": 1,

@@ -3,6 +3,7 @@ while the batch worker is busy, and a shard on a shared worker yields between im
 from __future__ import annotations
 
 import pytest
+from django.conf import settings
 
 from experiments import services
 from experiments.models import Experiment, Shard
@@ -39,7 +40,12 @@ def test_a_map_starts_while_the_batch_worker_is_busy(only_these_workers, worker_
     from explain.models import Job
 
     worker_factory("batchonly", queues="batch")
+    log = settings.BASE_DIR / "data" / "test" / "interactive.log"     # appended to by every start
+    logged_before = log.stat().st_size if log.exists() else 0
     worker_factory("interactive", queues="interactive,default")
+    # Its pool process loaded the Explain page's first model as it started (settings.WARM_MODELS).
+    wait_for(lambda: b"warmed efficientnet_lite0 in" in log.read_bytes()[logged_before:], 60,
+             "the interactive worker to warm its model")
     run = services.experiment_create(name="busy", **_one_long_shard(alice, lite0, images=8))
     wait_for(lambda: units_written(run) >= 1, 180, "the shard to be under way")
     job = _predict(alice, lite0)
