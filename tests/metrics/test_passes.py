@@ -125,8 +125,9 @@ def test_a_model_with_the_wrong_output_fails_its_round_with_a_reason():
 
 
 def test_generators_get_their_own_rows_across_chunks():
-    """Three generators yield 3, 5 and 1 inputs (each filled with its id); chunks of 4 split them
-    across calls, and each still receives exactly its own rows, in order, twice over."""
+    """Three generators yield 3, 5 and 1 inputs (each filled with its id); chunks of at most 4 (as
+    even as they go: 3 + 3 + 3) split them across calls, and each still receives exactly its own
+    rows, in order, twice over."""
     def steps(ident, n):
         got = []
         for _ in range(2):
@@ -141,7 +142,7 @@ def test_generators_get_their_own_rows_across_chunks():
         return x.reshape(x.shape[0], 1)
 
     results = drive([steps(1, 3), steps(2, 5), steps(3, 1)], model, batch_size=4)
-    assert calls == [4, 4, 1, 4, 4, 1]
+    assert calls == [3, 3, 3, 3, 3, 3]
     for ident, n, got in zip((1, 2, 3), (3, 5, 1), results):
         expected = [ident + i / 10 for i in range(n)]
         assert got == [pytest.approx(expected)] * 2
@@ -171,3 +172,16 @@ def test_images_go_together_until_the_lightest_pooling_protocol_fills_a_batch(mo
     assert image_group_size([], "cpu") == 1
     monkeypatch.setenv("SALIENCY_EVAL_BATCH", "44")
     assert image_group_size([infidelity], "cpu") == 4
+
+
+def test_inputs_are_split_into_the_fewest_even_chunks():
+    from experiments.core.metrics.passes import even_chunks
+
+    assert even_chunks(22, 16) == [11, 11]
+    assert even_chunks(34, 16) == [12, 11, 11]
+    assert even_chunks(16, 16) == [16] and even_chunks(1, 16) == [1]
+    assert even_chunks(9, 4) == [3, 3, 3]
+    for total in range(1, 80):
+        sizes = even_chunks(total, 16)
+        assert sum(sizes) == total and max(sizes) <= 16 and max(sizes) - min(sizes) <= 1
+        assert len(sizes) == -(-total // 16)

@@ -10,7 +10,7 @@ that batch's ``B×C`` logits (float32, or float64 for a float64 model), may yiel
         return record
 
 :func:`drive` runs several such generators, one per image, in lockstep: each round it
-concatenates the batches they yield, pushes them through the model in chunks of
+concatenates the batches they yield, pushes them through the model in even chunks of at most
 ``batch_size`` (the device's best batch, not the family's own chunking), and hands each
 generator its rows of the logits. An image with 11 passes (infidelity) on its own fills a
 batch of 11; four of them fill 44. A generator that raises fails its own image only.
@@ -48,10 +48,18 @@ def default_batch_size(device: torch.device | str | None) -> int:
     return DEFAULT_BATCH.get(kind, DEFAULT_BATCH["cuda"])
 
 
+def even_chunks(total: int, batch_size: int) -> list[int]:
+    """Sizes of the fewest chunks of at most ``batch_size`` that hold ``total`` inputs, as even as
+    possible: 22 inputs in batches of 16 go as 11 + 11, not 16 + 6 (a small last batch costs
+    more per image on a CPU)."""
+    chunks = -(-total // batch_size)
+    return [total // chunks + (1 if i < total % chunks else 0) for i in range(chunks)]
+
+
 @torch.no_grad()
 def _forward(model: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor, batch_size: int) -> torch.Tensor:
     outputs = []
-    for chunk in batch.split(batch_size):
+    for chunk in batch.split(even_chunks(batch.shape[0], batch_size)):
         logits = model(chunk)
         if logits.dim() != 2 or logits.shape[0] != chunk.shape[0]:
             raise ValueError(f"the model must return B×C logits, got shape {tuple(logits.shape)}")
@@ -65,7 +73,7 @@ def drive(generators: Sequence[PassGenerator], model: Callable[[torch.Tensor], t
     """Run the pass generators together; returns each one's result, or the exception it raised.
 
     ``model``: normalised ``B×3×H×W`` → ``B×C`` logits. Every round's batches (``Σ B_i`` inputs)
-    go through ``model`` in chunks of ``batch_size``. A failing model call (the wrong output
+    go through ``model`` in even chunks of at most ``batch_size`` (:func:`even_chunks`). A failing model call (the wrong output
     shape, say) fails every image of that round. Only the model calls run without autograd:
     a generator may compute maps (which need gradients) before it yields.
     """
