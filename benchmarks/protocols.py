@@ -13,7 +13,8 @@ batches (:func:`~experiments.core.metrics.run_protocol_many`). The time splits i
 ``./run bench`` measures against its floor) and the evaluation's (the rest: the protocol's
 perturbed inputs and model passes). The evaluation's *floor* is the family's declared model
 passes per image (:meth:`MetricFamily.cost`, the cost prior of the estimates) times the
-per-image seconds of one forward pass at the best batch size measured in the same run; the
+per-image seconds of one forward pass at the best batch size of the run (found first), timed
+again just before and after each row (their mean: a shared machine's speed drifts); the
 *ratio* is floor ÷ evaluation seconds (1.0: nothing but the passes). Families without model
 passes (complexity, random-logit) report their evaluation seconds only.
 
@@ -80,6 +81,30 @@ class TimedExplainer:
         self.seconds += time.perf_counter() - started
         return out
 
+    def top1_map(self, x):
+        """``(map, class)`` of a ``1×C×H×W`` input's top-1 class, named by the explainer's forward pass."""
+        started = time.perf_counter()
+        [result] = explain(self.classifier, x, self.key, targets=None, params=self.params, enhance=self.enhance or None)
+        _sync(x.device)
+        self.seconds += time.perf_counter() - started
+        return result.saliency, result.target
+
+
+class WorkerContext(ImageContext):
+    """An image's context whose top-1 comes with its map, as in a worker's run: the explainer's
+    own forward pass names the class (``explain(..., targets=None)``), so no extra clean pass is
+    timed against the protocol."""
+
+    def __init__(self, *, explainer: TimedExplainer, **kwargs):
+        super().__init__(explainer=explainer, **kwargs)
+        self.timed = explainer
+
+    def maps(self, prep, targets):
+        if None in targets and prep not in self._top1:
+            saliency, class_id = self.timed.top1_map(self.inputs(prep)[1])
+            self._top1[prep], self._maps[(prep, class_id)] = class_id, saliency
+        return super().maps(prep, targets)
+
 
 def _sync(device) -> None:
     if torch.device(device).type == "cuda":
@@ -101,6 +126,11 @@ def forward_seconds_per_image(classifier, size: int, batch_sizes, repeats: int) 
                 per_image = (time.perf_counter() - started) / b
                 best = min(best, (per_image, b))
     return best
+
+
+def forward_seconds_at(classifier, size: int, batch_size: int, repeats: int) -> float:
+    """Fastest seconds per image of a no-gradient forward pass at one batch size."""
+    return forward_seconds_per_image(classifier, size, [batch_size], repeats)[0]
 
 
 def run(args) -> dict:
@@ -134,9 +164,9 @@ def run(args) -> dict:
         groups = [list(enumerate(samples))[i:i + group] for i in range(0, len(samples), group)]
 
         def units(explainer, items):
-            contexts = [ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
-                                     sample=sample, image=image, explainer=explainer,
-                                     num_classes=len(classifier.class_names), seed=0, index=index, device=device)
+            contexts = [WorkerContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                                      sample=sample, image=image, explainer=explainer,
+                                      num_classes=len(classifier.class_names), seed=0, index=index, device=device)
                         for index, (sample, image) in items]
             for result in run_protocol_many(protocol, contexts):
                 if isinstance(result, BaseException):
@@ -147,18 +177,23 @@ def run(args) -> dict:
                 # One untimed group first: lazy imports, allocator and kernel warm-up.
                 units(TimedExplainer(classifier, key, enhance, params.get(key, {})), groups[0])
                 explainer = TimedExplainer(classifier, key, enhance, params.get(key, {}))
+                # The forward pass is timed again just before and after the row, at the best
+                # batch size: a shared machine's speed drifts over a run, and the ratio must
+                # compare the row with the passes as fast as they ran beside it.
+                before = forward_seconds_at(classifier, size, floors[size][1], args.repeats)
                 started = time.perf_counter()
                 for items in groups:
                     units(explainer, items)
                 _sync(device)
                 total = (time.perf_counter() - started) / len(photos)
+                forward = (before + forward_seconds_at(classifier, size, floors[size][1], args.repeats)) / 2
                 explain_s = explainer.seconds / len(photos)
                 evaluation = max(total - explain_s, 1e-9)
-                floor = passes * floors[size][0]
+                floor = passes * forward
                 rows.append({
                     "protocol": name, "metric": protocol.metric, "method": key, "enhanced": enhance, "image_group": group,
                     "images_per_minute": 60.0 / total, "seconds_per_image": total, "explain_seconds": explain_s,
-                    "evaluation_seconds": evaluation, "model_passes": passes,
+                    "evaluation_seconds": evaluation, "model_passes": passes, "forward_seconds": forward,
                     "floor_seconds": floor if passes else None,
                     "ratio": floor / evaluation if passes else None,
                 })
@@ -180,15 +215,15 @@ def markdown(result: dict) -> str:
              f"{result['threads']} threads, {result['images']} photos, {result['when']}", ""]
     for size, f in result["forward_floor"].items():
         lines.append(f"One forward pass at {size}×{size}: {f['seconds_per_image'] * 1e3:.2f} ms per image "
-                     f"(best batch {f['batch_size']}).")
-    lines += ["", "| protocol | method | maps | images together | images/min | explain s/img | evaluation s/img | passes | floor s/img | floor ÷ evaluation |",
-              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+                     f"(best batch {f['batch_size']}); the floors use the pass as timed beside each row (forward ms).")
+    lines += ["", "| protocol | method | maps | images together | images/min | explain s/img | evaluation s/img | passes | forward ms | floor s/img | floor ÷ evaluation |",
+              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in result["rows"]:
         floor = "–" if r["floor_seconds"] is None else f"{r['floor_seconds']:.3f}"
         ratio = "–" if r["ratio"] is None else f"{r['ratio']:.2f}"
         lines.append(f"| {r['protocol']} | {r['method']} | {'enhanced' if r['enhanced'] else 'plain'} | {r['image_group']} | "
                      f"{r['images_per_minute']:.1f} | {r['explain_seconds']:.3f} | {r['evaluation_seconds']:.3f} | "
-                     f"{r['model_passes']:g} | {floor} | {ratio} |")
+                     f"{r['model_passes']:g} | {r['forward_seconds'] * 1e3:.2f} | {floor} | {ratio} |")
     return "\n".join(lines) + "\n"
 
 
