@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.urls import reverse
 from rest_framework import serializers
 
+from . import job_events
 from .core import custom, imaging, registry
 from .queueing import QueueSnapshot
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
@@ -167,6 +168,28 @@ class JobSerializer(serializers.ModelSerializer):
 
     def get_raw_url(self, obj) -> str | None:
         return reverse("explain:job-raw", args=[obj.pk]) if obj.raw_file else None
+
+
+class JobListQuerySerializer(serializers.Serializer):
+    """``GET /api/jobs/``'s query: which jobs, and how long to hold the answer while nothing changes."""
+
+    ids = serializers.CharField(required=False, help_text="comma-separated job ids")
+    wait = serializers.FloatField(
+        required=False, default=0.0, min_value=0.0, max_value=job_events.MAX_WAIT_S,
+        help_text="with ids and seen: hold the answer up to this many seconds while the jobs' version equals seen")
+    seen = serializers.CharField(required=False, max_length=32,
+                                 help_text="the version of the list the client holds (from an earlier answer)")
+
+    def validate_ids(self, value: str) -> list[int]:
+        try:
+            return [int(part) for part in value.split(",") if part.strip()]
+        except ValueError:
+            raise serializers.ValidationError("give job ids as comma-separated integers") from None
+
+    def validate(self, data):
+        if data["wait"] and ("ids" not in data or "seen" not in data):
+            raise serializers.ValidationError({"wait": "waiting needs the jobs (ids) and the version seen (seen)"})
+        return data
 
 
 class ExplanationSetSerializer(serializers.ModelSerializer):

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from saliency_site.errors import InputError, NotAvailable, StateError
 
-from . import weights_fetch
+from . import job_events, weights_fetch
 from .core import custom, imaging, registry, zoo
 from .core.engine import explain, explain_many, shared_pass_key
 from .core.handle import Classifier
@@ -471,6 +471,7 @@ def _enqueue_group(jobs: list[Job]) -> None:
             logger.exception("could not queue jobs %s", pks)
             Job.objects.filter(pk__in=pks).update(status=Job.Status.FAILED, finished_at=timezone.now(),
                                                   error="the job queue is unreachable; try again in a moment")
+            job_events.announce(pks)
 
     transaction.on_commit(send)
 
@@ -683,6 +684,7 @@ def jobs_requeue_stale(*, live: Mapping[str, Any], stale_after: float, worker: s
         elif row.update(status=Job.Status.QUEUED, worker=""):
             done["requeued"].append(pk)
             _enqueue(Job(pk=pk))
+    job_events.announce(done["requeued"] + done["failed"])
     if done["requeued"] or done["failed"]:
         logger.warning("jobs whose worker stopped: requeued %s, failed %s", done["requeued"], done["failed"])
     return done

@@ -7,6 +7,7 @@ answer 404. Domain errors (``ValueError`` subclasses from the core and the servi
 from __future__ import annotations
 
 import logging
+import time
 
 from django.http import FileResponse, HttpResponse
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -16,7 +17,7 @@ from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from . import selectors, serializers, services
+from . import job_events, selectors, serializers, services
 from .models import ClassifierModel, ExplanationSet, InputImage, Job, MethodSetting
 
 logger = logging.getLogger(__name__)
@@ -229,27 +230,47 @@ class ExplanationSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin,
 class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):
     """Queued work: status, progress, error, runtime, provenance and links to the map.
 
-    ``?ids=3,4,5`` lists just those jobs (one request to follow a whole generation).
+    ``?ids=3,4,5`` lists just those jobs (one request to follow a whole generation). The list
+    carries its ``version``; ``&wait=5&seen=<version>`` holds the answer until one of the jobs
+    changes or 5 s pass (a long poll: see ``explain.job_events``), and says whether it could
+    (``waited``: false when every waiting slot of this process is taken, and the page polls).
     """
 
     serializer_class = serializers.JobSerializer
+
+    def _query(self) -> dict:
+        query = serializers.JobListQuerySerializer(data=self.request.query_params)
+        query.is_valid(raise_exception=True)
+        return query.validated_data
 
     def get_queryset(self):
         if getattr(self, "swagger_fake_view", False):  # schema generation: no user
             return Job.objects.none()
         jobs = selectors.jobs_of(self.request.user)
-        ids = self.request.query_params.get("ids")
-        if ids and self.action == "list":
-            try:
-                wanted = [int(part) for part in ids.split(",") if part.strip()]
-            except ValueError:
-                raise exceptions.ValidationError({"ids": "give job ids as comma-separated integers"}) from None
-            jobs = jobs.filter(pk__in=wanted)
+        if self.action == "list" and "ids" in (query := self._query()):
+            jobs = jobs.filter(pk__in=query["ids"])
         return jobs
 
-    @extend_schema(parameters=[OpenApiParameter("ids", str, description="comma-separated job ids")])
+    def _listed(self, request, *args, **kwargs) -> Response:
+        response = super().list(request, *args, **kwargs)
+        response.data["version"] = job_events.version_of(response.data["results"])
+        return response
+
+    @extend_schema(parameters=[serializers.JobListQuerySerializer])
     def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
+        query = self._query()
+        if not query["wait"]:
+            return self._listed(request, *args, **kwargs)
+        deadline = time.monotonic() + query["wait"]
+        with job_events.listening(query["ids"], queue=True) as listener:
+            response = self._listed(request, *args, **kwargs)
+            # A wake-up for another job's start (the queue moved) may leave this list as it was: wait on.
+            while (listener is not None and response.data["version"] == query["seen"]
+                   and any(job["status"] in (Job.Status.QUEUED, Job.Status.RUNNING) for job in response.data["results"])
+                   and (left := deadline - time.monotonic()) > 0 and listener.wait(left)):
+                response = self._listed(request, *args, **kwargs)
+        response.data["waited"] = listener is not None
+        return response
 
     @extend_schema(responses={(200, "application/octet-stream"): OpenApiResponse(
         description="float32 little-endian, map_height × map_width, aligned with the display image")})

@@ -279,6 +279,10 @@ LOGIN_URL = "/login/"
 LOGIN_REDIRECT_URL = "/"
 LOGOUT_REDIRECT_URL = "/login/"
 
+# Requests held until a job they follow changes (explain/job_events.py), at most this many per web
+# process at once: each holds one of its WEB_THREADS threads (saliency_site/gunicorn_conf.py).
+JOB_WAIT_SLOTS = env_int("JOB_WAIT_SLOTS", max(1, env_int("WEB_THREADS", 8) // 2))
+
 # Celery: Redis broker; results live in PostgreSQL rows, not in a result backend.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL") or _embedded.get("broker_url") or "redis://127.0.0.1:6379/0"
 REDIS_URL = os.environ.get("REDIS_URL") or CELERY_BROKER_URL

@@ -1,6 +1,6 @@
 // The Explain and Segment pages: model → image → top-5 → class → methods → maps, all through the API.
 // Configuration comes from data-* attributes and the JSON config element; nothing blocks the page:
-// every long step is a job that is polled.
+// every long step is a job, followed by a long poll on the jobs list (nextJobs).
 
 import { api } from "./api.js";
 import { drawRamp } from "./colormaps.js";
@@ -13,15 +13,34 @@ const mode = root.dataset.mode;
 const $ = (id) => document.getElementById(id);
 const POLL_MS = 600;       // the slowest poll: a job with no estimate, or one far off
 const POLL_MIN_MS = 150;   // the quickest: a map that should be ready about now
+const WAIT_S = 5;          // how long the server may hold a jobs request while nothing changes
 
-// How long to wait before asking again: until the soonest pending job is expected (its
-// ``estimate_s``), within [POLL_MIN_MS, POLL_MS]. A job past its estimate is asked after
-// doubling waits (150, 300, 600 ms), so a late one does not keep the server busy.
+// How long to wait before asking again, where the server could not hold the request: until the
+// soonest pending job is expected (its ``estimate_s``), within [POLL_MIN_MS, POLL_MS]. A job past
+// its estimate is asked after doubling waits (150, 300, 600 ms), so a late one does not keep the
+// server busy.
 function nextPoll(jobs, overdue) {
   const soonest = Math.min(...jobs.filter((j) => j.status === "queued" || j.status === "running")
     .map((j) => (j.estimate_s === null || j.estimate_s === undefined ? Infinity : j.estimate_s * 1000)));
   if (soonest > POLL_MIN_MS) return { ms: Math.min(POLL_MS, soonest), overdue: 0 };
   return { ms: Math.min(POLL_MS, POLL_MIN_MS * 2 ** overdue), overdue: overdue + 1 };
+}
+
+const pending = (job) => job.status === "queued" || job.status === "running";
+
+// The jobs list once it differs from ``page`` (an earlier answer): the server holds the request
+// until one of the jobs changes (a long poll, woken as the worker saves the job) or WAIT_S pass.
+// Where it could not hold it (``waited`` false: its waiting slots are all taken), this waits as
+// a poll would before returning the answer, and the caller asks again.
+async function nextJobs(listUrl, page, poll) {
+  const next = await api(`${listUrl}&wait=${WAIT_S}&seen=${page.version}`);
+  if (next.waited || next.version !== page.version) {
+    poll.overdue = 0;
+    return next;
+  }
+  Object.assign(poll, nextPoll(next.results, poll.overdue));
+  await sleep(poll.ms);
+  return next;
 }
 
 const state = {
@@ -113,18 +132,19 @@ async function createSet() {
 
 // Wait for the set's prediction, then show the top-5 and the methods; returns the set (or null).
 async function showSet(url, target = null) {
-  let set;
-  let poll = { ms: POLL_MS, overdue: 0 };
-  for (;;) {
+  let set = await api(url);
+  const predict = set.jobs.find((j) => j.kind === "predict");
+  if (set.status !== "done" && set.status !== "failed" && predict) {
+    const listUrl = `${API}jobs/?ids=${predict.id}`;
+    const poll = { ms: POLL_MS, overdue: 0 };
+    let page = await api(listUrl);
+    while (page.results.some(pending)) page = await nextJobs(listUrl, page, poll);
     set = await api(url);
-    if (set.status === "done") break;
-    if (set.status === "failed") {
-      const job = set.jobs.find((j) => j.kind === "predict");
-      $("predict-status").textContent = `Prediction failed: ${job ? job.error : "unknown error"}`;
-      return null;
-    }
-    poll = nextPoll(set.jobs, poll.overdue);
-    await sleep(poll.ms);
+  }
+  if (set.status !== "done") {
+    const job = set.jobs.find((j) => j.kind === "predict");
+    $("predict-status").textContent = `Prediction failed: ${job && job.error ? job.error : "unknown error"}`;
+    return null;
   }
   state.set = set;
   $("predict-status").hidden = true;
@@ -387,7 +407,8 @@ function queuedText(job) {
 // One request per tick for all jobs of this generation; cards keep the order of the request.
 async function followJobs(ids, { reveal: show = false } = {}) {
   const listUrl = `${API}jobs/?ids=${ids.join(",")}`;
-  let jobs = (await api(listUrl)).results;
+  let page = await api(listUrl);
+  let jobs = page.results;
   const byId = new Map(jobs.map((job) => [job.id, job]));
   for (const id of ids) {
     const job = byId.get(id);
@@ -405,15 +426,15 @@ async function followJobs(ids, { reveal: show = false } = {}) {
   }
   if (show && state.views.has(ids[0])) reveal(state.views.get(ids[0]).card);
   const finishing = [];
-  let poll = { ms: POLL_MS, overdue: 0 };
+  const poll = { ms: POLL_MS, overdue: 0 };
   for (;;) {
-    let pending = 0;
+    let unfinished = 0;
     for (const job of jobs) {
       const entry = state.views.get(job.id);
       if (!entry || entry.finished) continue;
       entry.job = job;
-      if (job.status === "queued" || job.status === "running") {
-        pending += 1;
+      if (pending(job)) {
+        unfinished += 1;
         entry.card.querySelector(".progress > div").style.width = `${Math.round(job.progress * 100)}%`;
         entry.card.querySelector(".runtime").textContent =
           job.status === "queued" ? queuedText(job) : `running ${Math.round(job.progress * 100)}%`;
@@ -423,10 +444,9 @@ async function followJobs(ids, { reveal: show = false } = {}) {
         finishing.push(finish(entry));
       }
     }
-    if (!pending) break;
-    poll = nextPoll(jobs, poll.overdue);
-    await sleep(poll.ms);
-    jobs = (await api(listUrl)).results;
+    if (!unfinished) break;
+    page = await nextJobs(listUrl, page, poll);
+    jobs = page.results;
   }
   await Promise.all(finishing);
 }
