@@ -166,6 +166,8 @@ def page(browser):
     page = context.new_page()
     page.set_default_timeout(30_000)
     yield page
+    # A page may end with a routed request in flight (a held jobs request): drop it quietly.
+    page.unroute_all(behavior="ignoreErrors")
     context.close()
 
 

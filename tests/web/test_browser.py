@@ -70,7 +70,7 @@ def pick_methods(page, keys, enhanced=()):
 
 
 def test_walkthrough(live_server, celery_worker, builtin_models, plain_static, page, browser, tmp_path):
-    from explain.models import Job
+    from explain.models import ExplanationSet, Job
 
     base = live_server.url
     errors: list[str] = []
@@ -111,6 +111,8 @@ def test_walkthrough(live_server, celery_worker, builtin_models, plain_static, p
     assert rows.count() == 5
     assert "espresso" in page.inner_text("#predictions")
     assert "espresso" in page.inner_text("[data-testid=target-label]")
+    # One set for one photo, even when it arrives while the model is still loading.
+    assert ExplanationSet.objects.count() == 1
 
     # A method that cannot run here is greyed out with its reason (ViT-only ones are folded away on a
     # CNN, so read the text whether shown or not: every item is either enabled, or disabled with a reason).

@@ -49,6 +49,7 @@ const state = {
   methods: [],
   image: null,
   set: null,
+  setKey: null,       // "model:image" of the set shown or being made: one set per pair asked for
   target: null,
   views: new Map(),   // job id → {job, card, view}
   note: "",           // what the last Generate has to say (an error, maps already shown)
@@ -111,6 +112,10 @@ async function uploadImage(body) {
 // -- step 3: prediction and class ----------------------------------------------------------
 async function createSet() {
   await state.modelReady;
+  // A sample clicked while the model still loads asks twice (the click and the model's arrival).
+  const key = `${state.model.id}:${state.image.id}`;
+  if (state.setKey === key) return;
+  state.setKey = key;
   clearResults();
   $("predict-panel").hidden = false;
   $("predictions").innerHTML = "";
@@ -161,6 +166,7 @@ async function openSet(url) {
   $("model-select").value = String(set.model);
   await selectModel();
   state.image = set.image;
+  state.setKey = `${set.model}:${set.image.id}`;
   const preview = $("image-preview");
   preview.src = set.image.url;
   preview.alt = set.image.name;
