@@ -365,7 +365,9 @@ class InfidelityProtocol(Protocol):
     """Infidelity (Yeh et al., NeurIPS 2019): ``samples`` Gaussian perturbations ``I`` of std
     ``sigma`` in pixel space; the mean squared gap between ``Iᵀ·map`` and the drop of the
     explained class's logit, after the paper's optimal scaling of the map (``scaling="optimal"``)
-    or without it (``"none"``). See :mod:`experiments.core.metrics.infidelity`.
+    or without it (``"none"``). ``noise``: the draws' precision, ``"float64"`` (numpy's
+    generator; ``yeh-infidelity-v1``) or ``"float32"`` (torch's generator, float32 end to end;
+    ``yeh-infidelity-v2``). See :mod:`experiments.core.metrics.infidelity`.
     """
 
     metric: ClassVar[str] = "infidelity"
@@ -374,6 +376,8 @@ class InfidelityProtocol(Protocol):
     sigma: float = 0.1
     scaling: str = "optimal"
     explain: str = "predicted"
+    #: The default keeps ``yeh-infidelity-v1`` and stored copies of it (which lack the field) as they were.
+    noise: str = "float64"
 
     def __post_init__(self) -> None:
         if not isinstance(self.samples, int) or self.samples < 1:
@@ -384,6 +388,8 @@ class InfidelityProtocol(Protocol):
             raise ValueError(f"scaling must be 'optimal' or 'none', not {self.scaling!r}")
         if self.explain not in ("predicted", "target"):
             raise ValueError(f"explain must be 'predicted' or 'target', not {self.explain!r}")
+        if self.noise not in ("float64", "float32"):
+            raise ValueError(f"noise must be 'float64' or 'float32', not {self.noise!r}")
 
 
 @dataclass(frozen=True)
@@ -625,6 +631,15 @@ def _yeh_infidelity_v1() -> Protocol:
     return InfidelityProtocol(
         name="yeh-infidelity-v1",
         description="Infidelity (Yeh et al. 2019): 224×224, 10 Gaussian perturbations (σ = 0.1 in pixel space) of the predicted class's logit, map optimally scaled as in the paper; lower is better.",
+    )
+
+
+@register_protocol("yeh-infidelity-v2")
+def _yeh_infidelity_v2() -> Protocol:
+    return InfidelityProtocol(
+        name="yeh-infidelity-v2",
+        description="Infidelity (Yeh et al. 2019) as yeh-infidelity-v1 but with float32 noise draws (torch's generator, float32 end to end): 224×224, 10 Gaussian perturbations (σ = 0.1 in pixel space) of the predicted class's logit, map optimally scaled as in the paper; lower is better.",
+        noise="float32",
     )
 
 
