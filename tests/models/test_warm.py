@@ -25,6 +25,6 @@ def test_a_model_that_fails_to_load_is_skipped_with_a_warning(builtin_models, mo
     def broken(**kwargs):
         raise zoo.WeightsInvalid("the weights file is damaged")
 
-    monkeypatch.setattr(services, "classifier_load", broken)
+    monkeypatch.setattr(services.classifiers, "classifier_load", broken)
     assert services.classifiers_warm(limit=1) == {}
     assert "could not warm efficientnet_lite0: the weights file is damaged" in caplog.text

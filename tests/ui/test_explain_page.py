@@ -302,7 +302,7 @@ def test_queued_cards_show_their_place_in_line(live_server, plain_static, page, 
     from explain import services
 
     lite0 = builtin_models["efficientnet_lite0"]
-    monkeypatch.setattr(services, "_enqueue_group", lambda jobs: None)
+    monkeypatch.setattr(services.jobs, "_enqueue_group", lambda jobs: None)
     image = services.image_create(owner=alice, sample="chelsea")
     explanation_set = services.explanation_set_create(owner=alice, model=lite0, image=image)
     run_jobs([explanation_set.jobs.get().pk])
