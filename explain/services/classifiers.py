@@ -122,7 +122,7 @@ def builtin_weights_fetch_request(*, model: ClassifierModel, requested_by=None) 
 
     Refused where the weights are present already or a fetch of them is under way.
     """
-    from .tasks import fetch_weights
+    from ..tasks import fetch_weights   # function-local: the tasks call these services (a real cycle)
 
     if not model.is_builtin:
         raise InputError("weights can be fetched for built-in models only; upload your own model instead")

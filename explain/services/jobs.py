@@ -21,6 +21,7 @@ from .. import job_events
 from ..core import imaging, registry
 from ..core.engine import explain, explain_many, shared_pass_key
 from ..models import ClassifierModel, ExplanationSet, InputImage, Job
+from ..selectors import method_availability, method_setting_for
 from .classifiers import classifier_load, classifier_model_layers_ensure
 
 logger = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ def _enqueue(job: Job) -> None:
 
 def _enqueue_group(jobs: list[Job]) -> None:
     """Send jobs that share a pass as one task (``run_jobs``), a lone job as ``run_job``, on commit."""
-    from .tasks import run_job, run_jobs
+    from ..tasks import run_job, run_jobs   # function-local: the tasks call these services (a real cycle)
 
     pks = [job.pk for job in jobs]
 
@@ -110,8 +111,6 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
                                              int((model.preprocessing or {}).get("input_size", 224)))
         if reason:
             raise InputError(f"{model.name} cannot explain the whole image: {reason}")
-    from .selectors import method_availability, method_setting_for
-
     classifier_model_layers_ensure(model=model)  # the engine's reasons for this architecture
     jobs, created = [], []
     for entry in methods:
