@@ -39,11 +39,14 @@ SELECTORS = {
 
 # ``at``: the wall clock (ms since the epoch) when the card is done, to set beside the job row's
 # times (same machine, same clock): where the gap goes.
-OBSERVER = """([cardsSelector]) => {
+OBSERVER = """([cardsSelector, generateSelector]) => {
   window.__visible = {};
-  window.__clicked = Date.now();
-  const t0 = performance.now();
-  const seen = () => document.querySelectorAll(cardsSelector).forEach(card => {
+  // The clock starts when the button gets its click (capturing, before the page's handler), not
+  // when Playwright is asked to click: its scrolling and actionability checks are no user's wait.
+  let t0 = null;
+  document.querySelector(generateSelector).addEventListener('click', () => {
+    window.__clicked = Date.now(); t0 = performance.now(); }, {capture: true, once: true});
+  const seen = () => t0 !== null && document.querySelectorAll(cardsSelector).forEach(card => {
     const key = card.dataset.method + (card.dataset.enhance === 'true' ? '+enh' : '');
     if ((card.dataset.status === 'done' || card.dataset.status === 'failed') && !(key in window.__visible))
       window.__visible[key] = {ms: performance.now() - t0, at: Date.now(), status: card.dataset.status,
@@ -113,7 +116,7 @@ def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") 
             page.wait_for_selector(f"{SELECTORS['predictions_ready']} >> nth=0")
             for key in methods:
                 page.check(SELECTORS["method_pick"].format(key=key))
-            page.evaluate(OBSERVER, [SELECTORS["cards"]])
+            page.evaluate(OBSERVER, [SELECTORS["cards"], SELECTORS["generate"]])
             page.click(SELECTORS["generate"])
             page.wait_for_function("n => Object.keys(window.__visible).length >= n", arg=len(methods),
                                    timeout=300_000)

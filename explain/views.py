@@ -215,7 +215,7 @@ class ExplanationSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin,
         services.explanation_set_delete(explanation_set=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
-    @extend_schema(request=serializers.MapsRequestSerializer, responses={202: serializers.AcceptedSerializer})
+    @extend_schema(request=serializers.MapsRequestSerializer, responses={202: serializers.MapsAcceptedSerializer})
     @action(detail=True, methods=["post"])
     def maps(self, request, pk=None):
         """Queue saliency maps of class ``target`` for each of ``methods`` (``[{"key", "enhance"}]``)."""
@@ -224,7 +224,11 @@ class ExplanationSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin,
         data.is_valid(raise_exception=True)
         jobs = services.explanation_jobs_create(explanation_set=explanation_set, **data.validated_data)
         url = serializers.ExplanationSetSerializer(explanation_set).get_url(explanation_set)
-        return _accepted(url, [serializers.JobSerializer().get_url(job) for job in jobs])
+        response = _accepted(url, [serializers.JobSerializer().get_url(job) for job in jobs])
+        rows = serializers.JobSerializer(selectors.jobs_of(request.user).filter(pk__in=[job.pk for job in jobs]),
+                                         many=True, context=self.get_serializer_context()).data
+        response.data.update(results=rows, version=job_events.version_of(rows))
+        return response
 
 
 class JobViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, viewsets.GenericViewSet):

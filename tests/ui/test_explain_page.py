@@ -319,7 +319,8 @@ def test_queued_cards_show_their_place_in_line(live_server, plain_static, page, 
                 job.update(QUEUE_FIELDS[mode["fields"]])
         route.fulfill(response=response, body=json.dumps(body))
 
-    page.route(re.compile(r".*/api/jobs/\?ids=.*"), jobs_answer)
+    # The jobs list, and the maps request's answer, which carries the list's first rows.
+    page.route(re.compile(r".*/api/(jobs/\?ids=|explanation-sets/\d+/maps/).*"), jobs_answer)
     log_in(page, live_server.url, alice)
     page.goto(f"{live_server.url}/explain/?set={explanation_set.pk}")
     page.wait_for_selector("#predictions tr >> nth=4")

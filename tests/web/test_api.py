@@ -506,3 +506,14 @@ def test_jobs_list_filters_by_ids(alice_api, bob_api, predicted_set):
     assert all(j["status"] == "queued" for j in listed)
     assert bob_api.get(f"/api/jobs/?ids={ids[0]}").json()["results"] == []
     assert alice_api.get("/api/jobs/?ids=1,x").status_code == 400
+
+
+def test_a_maps_answer_lists_its_jobs_with_the_lists_version(alice_api, predicted_set):
+    maps = alice_api.post(f"{predicted_set['url']}maps/", {"target": 3, "methods": [
+        {"key": "gradcam"}, {"key": "xgradcam", "enhance": True}]}, format="json").json()
+    ids = [job_id_from(u) for u in maps["jobs"]]
+    assert [row["id"] for row in maps["results"]] == ids
+    assert all(row["status"] == "queued" and row["map_url"] is None for row in maps["results"])
+    listed = alice_api.get(f"/api/jobs/?ids={','.join(map(str, ids))}").json()
+    assert maps["version"] == listed["version"]
+    assert [r["method_key"] for r in maps["results"]] == ["gradcam", "xgradcam"]

@@ -374,7 +374,9 @@ async function generate() {
   }
   state.note = again.length
     ? `${again.length} of these map${again.length === 1 ? " is" : "s are"} already here (highlighted).` : "";
-  const following = fresh.length ? followJobs(fresh, { reveal: true }) : Promise.resolve();
+  // The answer's version covers every job of the request: reusable only where all are new.
+  const first = again.length ? null : { results: accepted.results, version: accepted.version };
+  const following = fresh.length ? followJobs(fresh, { reveal: true, first }) : Promise.resolve();
   if (!fresh.length && again.length) reveal(state.views.get(again[0]).card);
   updateButtons();
   await following;
@@ -411,9 +413,10 @@ function queuedText(job) {
 }
 
 // One request per tick for all jobs of this generation; cards keep the order of the request.
-async function followJobs(ids, { reveal: show = false } = {}) {
+// ``first``: the list as the maps request answered it (its jobs, its version), saving a request.
+async function followJobs(ids, { reveal: show = false, first = null } = {}) {
   const listUrl = `${API}jobs/?ids=${ids.join(",")}`;
-  let page = await api(listUrl);
+  let page = first ?? await api(listUrl);
   let jobs = page.results;
   const byId = new Map(jobs.map((job) => [job.id, job]));
   for (const id of ids) {
