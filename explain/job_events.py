@@ -117,7 +117,7 @@ def listening(pks: Sequence[int], *, queue: bool = False) -> Iterator[Listener |
             channels = [channel_of(pk) for pk in pks] + ([QUEUE_CHANNEL] if queue else [])
             pubsub.subscribe(*channels)
             # Until Redis confirms every subscription, a publish could still pass us by.
-            confirmed, heard, deadline = 0, False, time.monotonic() + REDIS_TIMEOUT_S
+            confirmed, deadline = 0, time.monotonic() + REDIS_TIMEOUT_S
             while confirmed < len(channels) and time.monotonic() < deadline:
                 message = pubsub.get_message(timeout=REDIS_TIMEOUT_S)
                 if message is not None:

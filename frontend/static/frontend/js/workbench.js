@@ -20,7 +20,7 @@ const WAIT_S = 5;          // how long the server may hold a jobs request while 
 // its estimate is asked after doubling waits (150, 300, 600 ms), so a late one does not keep the
 // server busy.
 function nextPoll(jobs, overdue) {
-  const soonest = Math.min(...jobs.filter((j) => j.status === "queued" || j.status === "running")
+  const soonest = Math.min(...jobs.filter(pending)
     .map((j) => (j.estimate_s === null || j.estimate_s === undefined ? Infinity : j.estimate_s * 1000)));
   if (soonest > POLL_MIN_MS) return { ms: Math.min(POLL_MS, soonest), overdue: 0 };
   return { ms: Math.min(POLL_MS, POLL_MIN_MS * 2 ** overdue), overdue: overdue + 1 };
