@@ -1,6 +1,7 @@
 """The protocol throughput benchmark, run briefly on the real EfficientNet-Lite0: its report's
 shape and arithmetic are checked (the floor is the family's declared passes times the forward
-pass measured beside the row), not its timings, which are measurements."""
+pass measured beside the row, plus ROAD's sparse solves timed alone), not its timings, which are
+measurements."""
 import json
 
 import pytest
@@ -35,11 +36,29 @@ def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(t
         assert row["seconds_per_image"] == pytest.approx(row["explain_seconds"] + row["evaluation_seconds"], rel=1e-6)
         assert row["images_per_minute"] == pytest.approx(60 / row["seconds_per_image"])
         assert row["forward_seconds"] > 0
+        assert row["solve_seconds"] == 0
         if passes:
             assert row["floor_seconds"] == pytest.approx(passes * row["forward_seconds"])
+            assert row["passes_only_ratio"] == pytest.approx(row["ratio"])
             assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
         else:
             assert row["floor_seconds"] is None and row["ratio"] is None
     # The enhancement costs explainer time, not evaluation passes.
     assert rows[("complexity-v1", True)]["explain_seconds"] > rows[("complexity-v1", False)]["explain_seconds"]
     assert (tmp_path / "short.md").read_text().startswith("# Protocol throughput: efficientnet_lite0")
+
+
+def test_the_road_floor_adds_its_sparse_solves_to_its_passes(tmp_path, monkeypatch):
+    monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
+    assert protocols.main(["--protocols", "road-v1", "--methods", "gradcam", "--images", "1", "--repeats", "1",
+                           "--batch-sizes", "8", "--out", str(tmp_path), "--name", "road"]) == 0
+    result = json.loads((tmp_path / "road.json").read_text())
+    assert len(result["rows"]) == 2
+    for row in result["rows"]:
+        passes_floor = row["model_passes"] * row["forward_seconds"]
+        # 14 solves of 5 000–45 000 unknowns: well beyond a millisecond, and within the evaluation
+        assert 1e-3 < row["solve_seconds"] < row["evaluation_seconds"]
+        assert row["floor_seconds"] == pytest.approx(passes_floor + row["solve_seconds"])
+        assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
+        assert row["passes_only_ratio"] == pytest.approx(passes_floor / row["evaluation_seconds"])
+    assert "| solves s/img |" in (tmp_path / "road.md").read_text()

@@ -163,6 +163,7 @@ def test_morf_and_lerf_remove_whole_pixels_in_the_right_order(model):
     assert images.shape[0] == 1 + 2 * 2 and torch.equal(images[0], pixels)
     changed = (images[1:] != pixels).any(dim=1)
     assert torch.equal(changed, (images[1:] != pixels).all(dim=1))       # all channels of a pixel at once
+    assert torch.equal(torch.from_numpy(np.stack(road.removal_masks(saliency, protocol))), changed)
     flat = saliency.reshape(-1)
     for row, (order, count) in enumerate([("morf", 16), ("morf", 32), ("lerf", 16), ("lerf", 32)]):
         gone = changed[row].reshape(-1)

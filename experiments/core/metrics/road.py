@@ -69,8 +69,8 @@ from .causal import pixel_order
 from .perturbation import removed_counts
 from .registry import register_metric
 
-__all__ = ["NEIGHBOUR_WEIGHTS", "imputation_seconds", "imputation_system", "noisy_linear_imputation", "solve_imputation",
-           "RoadRecord", "road_record", "aggregate_road"]
+__all__ = ["NEIGHBOUR_WEIGHTS", "imputation_seconds", "imputation_system", "noisy_linear_imputation", "removal_masks",
+           "solve_imputation", "RoadRecord", "road_record", "aggregate_road"]
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +205,22 @@ class RoadRecord:
                    tuple(map(float, data["morf_probability"])), tuple(map(float, data["lerf_probability"])))
 
 
+def removal_masks(saliency, protocol: RoadProtocol) -> list[np.ndarray]:
+    """The ``H×W`` bool masks of the pixels ROAD imputes, in the order of the noise draws: MoRF
+    at each of ``protocol.fractions``, then LeRF at each."""
+    sal = as_map(saliency)
+    height, width = sal.shape
+    n = height * width
+    counts = removed_counts(protocol.fractions, n)
+    masks = []
+    for order in (pixel_order(sal), torch.sort(sal.reshape(-1), stable=True).indices):
+        rank = torch.empty(n, dtype=torch.long)
+        rank[order] = torch.arange(n)
+        rank = rank.view(height, width).numpy()
+        masks += [rank < count for count in counts]
+    return masks
+
+
 @torch.no_grad()
 def road_record(model, pixels: torch.Tensor, saliency, *, explained: int, label: int | None, protocol: RoadProtocol,
                 mean: Sequence[float], std: Sequence[float], seed: int = 0, index: int = 0, batch_size: int = 64,
@@ -224,16 +240,10 @@ def road_record(model, pixels: torch.Tensor, saliency, *, explained: int, label:
         raise ValueError(f"saliency map is {tuple(sal.shape)} but the image is {height}×{width}; resize the map first")
     if protocol.reference == "label" and label is None:
         raise ValueError("ROAD with reference='label' needs the image's ground-truth label")
-    n = height * width
-    counts = removed_counts(protocol.fractions, n)
     rng = np.random.default_rng(seed * 1_000_003 + index)
     source = pixels.detach().cpu().double().numpy()
-    images = [source]
-    for order in (pixel_order(sal), torch.sort(sal.reshape(-1), stable=True).indices):
-        rank = torch.empty(n, dtype=torch.long)
-        rank[order] = torch.arange(n)
-        rank = rank.view(height, width).numpy()
-        images += [noisy_linear_imputation(source, rank < count, noise=protocol.noise, rng=rng) for count in counts]
+    masks = removal_masks(sal, protocol)
+    images = [source] + [noisy_linear_imputation(source, mask, noise=protocol.noise, rng=rng) for mask in masks]
     dev = model_device(model, device)
     batch = torch.from_numpy(np.stack(images)).float()
     predictions, probabilities = [], []
@@ -245,7 +255,7 @@ def road_record(model, pixels: torch.Tensor, saliency, *, explained: int, label:
             raise ValueError(f"class {explained} is outside the model's {logits.shape[1]} classes")
         predictions += [int(i) for i in logits.argmax(dim=1).cpu()]
         probabilities += [float(p) for p in torch.softmax(logits.double(), dim=1)[:, explained].cpu()]
-    k = len(counts)
+    k = len(protocol.fractions)
     clean = predictions[0]
     return RoadRecord(
         explained=int(explained), reference=int(label) if protocol.reference == "label" else clean, clean=clean,
