@@ -6,6 +6,7 @@ import dataclasses
 import io
 import json
 import logging
+import time
 from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
@@ -25,6 +26,9 @@ from ..selectors import method_availability, method_setting_for
 from .classifiers import classifier_load, classifier_model_layers_ensure
 
 logger = logging.getLogger(__name__)
+
+#: A model load longer than this (seconds) is saved as the job's progress, for its page to show.
+PROGRESS_AFTER_S = 0.25
 
 
 def _enqueue(job: Job) -> None:
@@ -269,12 +273,25 @@ def _finish(job: Job, **fields) -> None:
     job.save()
 
 
+def _classifier_for(job: Job, *, progress: float):
+    """The job's classifier, loaded or from this worker's cache.
+
+    Every save of a job wakes the pages following it (a long poll's answer, then their next
+    request), so progress is saved only where a user would see it: after a load that took
+    longer than :data:`PROGRESS_AFTER_S`. A warm model's job goes from running to done.
+    """
+    started = time.perf_counter()
+    classifier = classifier_load(model=job.explanation_set.model)
+    if time.perf_counter() - started > PROGRESS_AFTER_S:
+        job.mark_progress(progress)
+    return classifier
+
+
 def _run_prediction(job: Job) -> None:
     import torch
 
     explanation_set = job.explanation_set
-    classifier = classifier_load(model=explanation_set.model)
-    job.mark_progress(0.4)
+    classifier = _classifier_for(job, progress=0.4)
     x, _ = _input_for(explanation_set, classifier)
     with torch.no_grad():
         logits = classifier.module(x[None].to(classifier.device)).float().cpu()[0]
@@ -287,13 +304,11 @@ def _run_prediction(job: Job) -> None:
 
 def _run_explanation(job: Job) -> None:
     explanation_set = job.explanation_set
-    classifier = classifier_load(model=explanation_set.model)
-    job.mark_progress(0.2)
+    classifier = _classifier_for(job, progress=0.2)
     x, geometry = _input_for(explanation_set, classifier, job.region)
     enhance = (job.enhance_params or True) if job.enhance else None
     [result] = explain(classifier, x[None], job.method_key, targets=[job.target], params=job.params,
                        enhance=enhance, seed=0)
-    job.mark_progress(0.9)
     _store_map(job, result, classifier, geometry)
 
 

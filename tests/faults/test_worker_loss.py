@@ -92,7 +92,7 @@ def test_a_map_whose_worker_is_killed_is_computed_again(celery_worker, alice, li
     wait_for(lambda: Job.objects.get(explanation_set=explanation_set, kind="predict").is_finished, 120, "the prediction")
     explain.method_setting_save(owner=alice, model=lite0, method_key="rise", params={"masks": 600})
     [job] = explain.explanation_jobs_create(explanation_set=explanation_set, target=281, methods=[{"key": "rise"}])
-    wait_for(lambda: Job.objects.get(pk=job.pk).progress >= 0.2, 120, "the map to be under way")
+    wait_for(lambda: Job.objects.get(pk=job.pk).status == Job.Status.RUNNING, 120, "the map to be under way")
     celery_worker.kill()
     job.refresh_from_db()
     assert job.status == Job.Status.RUNNING and job.attempts == 1 and job.worker == celery_worker.hostname

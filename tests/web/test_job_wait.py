@@ -142,3 +142,31 @@ def test_others_jobs_are_not_listed_nor_waited_on(alice_api, bob_api, alice, lit
     jobs = _jobs(alice, lite0, n=1)
     body = bob_api.get(_url(jobs, wait=0.2, seen="x")).json()
     assert body["results"] == []
+
+
+def test_a_map_on_a_warm_model_wakes_its_pages_twice_running_then_done(alice, lite0, monkeypatch):
+    """Each save is a wake of every page following the job (an answer, then their next request):
+    a map whose model is loaded goes from queued to running to done, with no progress saves between."""
+    from explain import services
+
+    image = services.image_create(owner=alice, sample="chelsea")
+    explanation_set = services.explanation_set_create(owner=alice, model=lite0, image=image)
+    statuses = []
+
+    def run_once() -> None:
+        job = Job.objects.create(explanation_set=explanation_set, kind=Job.Kind.EXPLAIN, method_key="gradcam", target=281)
+        statuses.clear()
+        services.job_run(job=Job.objects.select_related("explanation_set__model", "explanation_set__image").get(pk=job.pk))
+        assert Job.objects.get(pk=job.pk).status == Job.Status.DONE
+
+    real_announce = job_events.announce
+
+    def announce(pks, **kwargs) -> None:
+        pks = list(pks)
+        statuses.extend(Job.objects.filter(pk__in=pks).values_list("status", flat=True))
+        real_announce(pks, **kwargs)
+
+    monkeypatch.setattr(job_events, "announce", announce)
+    run_once()                  # loads the model (a progress save, if the load is slow)
+    run_once()
+    assert statuses == [Job.Status.RUNNING, Job.Status.DONE]
