@@ -21,7 +21,7 @@ def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(t
     monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
     names = ("bhatt-faithfulness-v1", "yeh-infidelity-v1", "complexity-v1")
     assert protocols.main(["--protocols", *names, "--methods", "gradcam",
-                           "--images", "2", "--repeats", "1", "--batch-sizes", "1", "8",
+                           "--images", "2", "--repeats", "1", "--runs", "2", "--batch-sizes", "1", "8",
                            "--out", str(tmp_path), "--name", "short"]) == 0
     result = json.loads((tmp_path / "short.json").read_text())
     forward = result["forward_floor"]["224"]["seconds_per_image"]
@@ -34,6 +34,7 @@ def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(t
         # Infidelity's 11 passes: two photos share a CPU batch of 16, as a worker's shard runs them.
         assert row["image_group"] == (2 if name == "yeh-infidelity-v1" else 1)
         assert row["seconds_per_image"] == pytest.approx(row["explain_seconds"] + row["evaluation_seconds"], rel=1e-6)
+        assert len(row["evaluation_runs"]) == 2 and row["evaluation_seconds"] == min(row["evaluation_runs"])
         assert row["images_per_minute"] == pytest.approx(60 / row["seconds_per_image"])
         assert row["forward_seconds"] > 0
         assert row["solve_seconds"] == 0
@@ -51,7 +52,7 @@ def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(t
 def test_the_road_floor_adds_its_sparse_solves_to_its_passes(tmp_path, monkeypatch):
     monkeypatch.delenv("SALIENCY_EVAL_BATCH", raising=False)
     assert protocols.main(["--protocols", "road-v1", "--methods", "gradcam", "--images", "1", "--repeats", "1",
-                           "--batch-sizes", "8", "--out", str(tmp_path), "--name", "road"]) == 0
+                           "--runs", "1", "--batch-sizes", "8", "--out", str(tmp_path), "--name", "road"]) == 0
     result = json.loads((tmp_path / "road.json").read_text())
     assert len(result["rows"]) == 2
     for row in result["rows"]:
