@@ -250,7 +250,7 @@ def run(args) -> dict:
                     "passes_only_ratio": passes * forward / evaluation if passes else None,
                 })
                 logger.info("%-24s %-10s %-8s %6.1f img/min  eval %.3f s  floor %s", name, key,
-                            "enhanced" if enhance else "plain", 60.0 / total, evaluation,
+                            "enhanced" if enhance else "plain", 60.0 / per_image, evaluation,
                             f"{floor:.3f} s" if passes else "-")
     return {
         "when": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
