@@ -27,6 +27,8 @@ import redis
 from django.conf import settings
 from django.db import transaction
 
+from saliency_site import redis_clients
+
 logger = logging.getLogger(__name__)
 
 #: Any job started: the queue positions of the jobs behind it changed.
@@ -45,12 +47,17 @@ def channel_of(pk: int) -> str:
     return f"saliency:job:{int(pk)}"
 
 
+def connect(url: str) -> redis.Redis:
+    """The client the notices go through: it fails at once when Redis is away, since every save
+    of a job publishes and a page has its answer without Redis."""
+    return redis_clients.fail_fast(url, REDIS_TIMEOUT_S)
+
+
 def _redis() -> redis.Redis:
     global _client
     with _client_lock:
         if _client is None:
-            _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=REDIS_TIMEOUT_S,
-                                           socket_connect_timeout=REDIS_TIMEOUT_S)
+            _client = connect(settings.REDIS_URL)
         return _client
 
 

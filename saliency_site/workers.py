@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 import redis
 from django.conf import settings
 
+from . import redis_clients
+
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_KEY = "saliency:live-workers"
@@ -47,8 +49,7 @@ def _first_argument(request: dict):
 
 
 def _redis() -> redis.Redis:
-    return redis.Redis.from_url(settings.CELERY_BROKER_URL, socket_timeout=INSPECT_TIMEOUT_S,
-                                socket_connect_timeout=INSPECT_TIMEOUT_S)
+    return redis_clients.fail_fast(settings.CELERY_BROKER_URL, INSPECT_TIMEOUT_S)
 
 
 def inspect_workers(timeout: float = INSPECT_TIMEOUT_S) -> dict[str, Worker]:
