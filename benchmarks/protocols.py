@@ -116,25 +116,25 @@ class WorkerContext(ImageContext):
         return super().maps(prep, targets)
 
 
-def road_solve_seconds(protocol, contexts) -> float:
-    """Seconds per image of ROAD's sparse solves alone, on the masks of the maps each context
-    evaluated (cached, so nothing is explained again); each system is built first, untimed."""
+def road_solve_seconds(protocol, evaluated) -> float:
+    """Seconds per image of ROAD's sparse solves alone, on the masks of the maps the protocol
+    evaluated (``[(context, its rows)]``: each row carries its map); each system is built first,
+    untimed."""
     total = 0.0
-    for ctx in contexts:
-        prep = protocol.preprocessing
-        [(saliency, _)] = ctx.maps(prep, [ctx.label() if protocol.explain == "target" else None])
-        pixels = ctx.pixels(prep).detach().cpu().double().numpy()
-        for mask in removal_masks(saliency, protocol):
-            if mask.any():
-                matrix, b, _ = imputation_system(pixels, mask)
-                started = time.perf_counter()
-                solve_imputation(matrix, b)
-                total += time.perf_counter() - started
-    return total / len(contexts)
+    for ctx, rows in evaluated:
+        pixels = ctx.pixels(protocol.preprocessing).detach().cpu().double().numpy()
+        for row in rows:
+            for mask in removal_masks(row["saliency"], protocol):
+                if mask.any():
+                    matrix, b, _ = imputation_system(pixels, mask)
+                    started = time.perf_counter()
+                    solve_imputation(matrix, b)
+                    total += time.perf_counter() - started
+    return total / len(evaluated)
 
 
 #: Per-image work other than model passes that a family's protocol cannot skip, timed alone:
-#: ``metric → f(protocol, contexts) → seconds``.
+#: ``metric → f(protocol, [(context, its rows)]) → seconds``.
 SOLVE_FLOORS = {"road": road_solve_seconds}
 
 
@@ -195,48 +195,55 @@ def run(args) -> dict:
         group = image_group_size([protocol], device)
         groups = [list(enumerate(samples))[i:i + group] for i in range(0, len(samples), group)]
 
-        def units(explainer, items):
-            contexts = [WorkerContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
-                                      sample=sample, image=image, explainer=explainer,
-                                      num_classes=len(classifier.class_names), seed=0, index=index, device=device)
-                        for index, (sample, image) in items]
-            run_again(contexts)
-            return contexts
+        def contexts_of(explainer, items):
+            return [WorkerContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                                  sample=sample, image=image, explainer=explainer,
+                                  num_classes=len(classifier.class_names), seed=0, index=index, device=device)
+                    for index, (sample, image) in items]
 
-        def run_again(contexts):
-            for result in run_protocol_many(protocol, contexts):
+        def evaluate(contexts):
+            """The protocol on ``contexts``, as a worker's shard runs it: ``[(context, its rows)]``."""
+            results = run_protocol_many(protocol, contexts)
+            for result in results:
                 if isinstance(result, BaseException):
                     raise result
+            return list(zip(contexts, results))
 
         for key in methods:
             for enhance in (False, True):
                 # One untimed group first: lazy imports, allocator and kernel warm-up.
-                units(TimedExplainer(classifier, key, enhance, params.get(key, {})), groups[0])
+                evaluate(contexts_of(TimedExplainer(classifier, key, enhance, params.get(key, {})), groups[0]))
                 explainer = TimedExplainer(classifier, key, enhance, params.get(key, {}))
+                context_groups = [contexts_of(explainer, items) for items in groups]
+
+                def timed_run():
+                    """Every group evaluated once: the rows, and the seconds per image of all but the
+                    explainer's share (the maps, computed in the first run and cached after it)."""
+                    spent, started = explainer.seconds, time.perf_counter()
+                    evaluated = [pair for contexts in context_groups for pair in evaluate(contexts)]
+                    _sync(device)
+                    seconds = time.perf_counter() - started - (explainer.seconds - spent)
+                    return evaluated, max(seconds, 1e-9) / len(photos)
+
                 # The forward pass is timed again beside every run of the row, at the best batch
                 # size: a shared machine's speed drifts, and the ratio must compare the row with
                 # the passes as fast as they ran beside it. The first run computes the maps, as a
                 # worker does; the later ones run the protocol again on the same contexts, whose
                 # maps are cached, and the fastest evaluation of all the runs counts.
-                forwards = [forward_seconds_at(classifier, size, floors[size][1], args.repeats)]
-                contexts, evaluations = [], []
-                for run_index in range(args.runs):
-                    spent, started = explainer.seconds, time.perf_counter()
-                    if run_index == 0:
-                        for items in groups:
-                            contexts += units(explainer, items)
-                    else:
-                        for start in range(0, len(contexts), group):
-                            run_again(contexts[start:start + group])
-                    _sync(device)
-                    total = time.perf_counter() - started
-                    if run_index == 0:
-                        explain_s = explainer.seconds / len(photos)
-                    evaluations.append(max(total - (explainer.seconds - spent), 1e-9) / len(photos))
-                    forwards.append(forward_seconds_at(classifier, size, floors[size][1], args.repeats))
+                def forward_now() -> float:
+                    return forward_seconds_at(classifier, size, floors[size][1], args.repeats)
+
+                forwards = [forward_now()]
+                evaluated, first = timed_run()
+                explain_s = explainer.seconds / len(photos)        # the maps: the first run's only
+                evaluations = [first]
+                forwards.append(forward_now())
+                for _ in range(args.runs - 1):
+                    evaluations.append(timed_run()[1])
+                    forwards.append(forward_now())
                 forward = min(forwards)
                 evaluation = min(evaluations)
-                solves = (min(SOLVE_FLOORS[protocol.metric](protocol, contexts) for _ in range(args.runs))
+                solves = (min(SOLVE_FLOORS[protocol.metric](protocol, evaluated) for _ in range(args.runs))
                           if protocol.metric in SOLVE_FLOORS else 0.0)
                 floor = passes * forward + solves
                 per_image = explain_s + evaluation
