@@ -57,8 +57,9 @@ def test_the_road_floor_adds_its_sparse_solves_to_its_passes(tmp_path, monkeypat
     assert len(result["rows"]) == 2
     for row in result["rows"]:
         passes_floor = row["model_passes"] * row["forward_seconds"]
-        # 14 solves of 5 000–45 000 unknowns: well beyond a millisecond, and within the evaluation
-        assert 1e-3 < row["solve_seconds"] < row["evaluation_seconds"]
+        # 14 solves of 5 000–45 000 unknowns take well beyond a millisecond. They are timed apart from the
+        # evaluation, so on a shared machine either can come out longer: no bound between the two.
+        assert row["solve_seconds"] > 1e-3
         assert row["floor_seconds"] == pytest.approx(passes_floor + row["solve_seconds"])
         assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
         assert row["passes_only_ratio"] == pytest.approx(passes_floor / row["evaluation_seconds"])
