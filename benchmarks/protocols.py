@@ -22,10 +22,15 @@ protocol ``--runs`` times (3): the first computes the maps as a worker does, the
 evaluate the same contexts again with their maps cached. The forward pass is timed again
 beside every run, and both the evaluation and the floor's pass count at their fastest.
 
-A floor counts the work a protocol must do, and ROAD must solve one sparse system per removal
-(its noisy linear imputation) besides its passes: its floor adds those solves, each timed alone
-on the row's own masks with its system built beforehand (:data:`SOLVE_FLOORS`), so the ratio
-measures the runner's overhead around passes and solves. The passes-only ratio is reported too.
+A floor counts the work a protocol must do besides its passes, timed alone
+(:data:`OTHER_WORK_FLOORS`), so the ratio measures the runner's overhead around that work:
+
+* ROAD solves one sparse system per removal (its noisy linear imputation): each solve is timed on
+  the row's own masks, with its system built beforehand;
+* infidelity draws its ``T`` Gaussian perturbations (``T·C·H·W`` normals, the Monte-Carlo sample
+  of its expectation): the draws are timed with the protocol's own generator, seed and precision.
+
+The passes-only ratio is reported too.
 
 The photos have no ground truth: each one's label is the model's clean top-1, which is what
 a protocol that explains the target class then explains. Results go to
@@ -49,6 +54,7 @@ from explain import cpu_memory
 HUGE_PAGES, HEAP_KEPT = cpu_memory.apply()      # before any tensor exists: as the site runs
 
 from experiments.core.metrics import ImageContext, get_family, image_group_size, run_protocol_many  # noqa: E402 - after the allocator settings
+from experiments.core.metrics.infidelity import gaussian_perturbations  # noqa: E402 - after the allocator settings
 from experiments.core.metrics.road import imputation_system, removal_masks, solve_imputation  # noqa: E402 - after the allocator settings
 from experiments.core.protocols import get_protocol, protocol_names  # noqa: E402 - after the allocator settings
 from explain.core.engine import explain, library_versions  # noqa: E402 - after the allocator settings
@@ -133,9 +139,22 @@ def road_solve_seconds(protocol, evaluated) -> float:
     return total / len(evaluated)
 
 
+def infidelity_draw_seconds(protocol, evaluated) -> float:
+    """Seconds per image of infidelity's perturbation draws alone, each image's own (its seed and
+    index, the protocol's sample count, σ and precision)."""
+    total = 0.0
+    for ctx, _ in evaluated:
+        shape = tuple(ctx.pixels(protocol.preprocessing).shape)
+        started = time.perf_counter()
+        gaussian_perturbations(shape, samples=protocol.samples, sigma=protocol.sigma, seed=ctx.seed,
+                               index=ctx.index, dtype=protocol.noise)
+        total += time.perf_counter() - started
+    return total / len(evaluated)
+
+
 #: Per-image work other than model passes that a family's protocol cannot skip, timed alone:
 #: ``metric → f(protocol, [(context, its rows)]) → seconds``.
-SOLVE_FLOORS = {"road": road_solve_seconds}
+OTHER_WORK_FLOORS = {"road": road_solve_seconds, "infidelity": infidelity_draw_seconds}
 
 
 def _sync(device) -> None:
@@ -243,16 +262,16 @@ def run(args) -> dict:
                     forwards.append(forward_now())
                 forward = min(forwards)
                 evaluation = min(evaluations)
-                solves = (min(SOLVE_FLOORS[protocol.metric](protocol, evaluated) for _ in range(args.runs))
-                          if protocol.metric in SOLVE_FLOORS else 0.0)
-                floor = passes * forward + solves
+                other_work = (min(OTHER_WORK_FLOORS[protocol.metric](protocol, evaluated) for _ in range(args.runs))
+                              if protocol.metric in OTHER_WORK_FLOORS else 0.0)
+                floor = passes * forward + other_work
                 per_image = explain_s + evaluation
                 rows.append({
                     "protocol": name, "metric": protocol.metric, "method": key, "enhanced": enhance, "image_group": group,
                     "images_per_minute": 60.0 / per_image, "seconds_per_image": per_image, "explain_seconds": explain_s,
                     "evaluation_seconds": evaluation, "evaluation_runs": evaluations,
                     "model_passes": passes, "forward_seconds": forward,
-                    "solve_seconds": solves, "floor_seconds": floor if passes else None,
+                    "other_work_seconds": other_work, "floor_seconds": floor if passes else None,
                     "ratio": floor / evaluation if passes else None,
                     "passes_only_ratio": passes * forward / evaluation if passes else None,
                 })
@@ -276,17 +295,17 @@ def markdown(result: dict) -> str:
         lines.append(f"One forward pass at {size}×{size}: {f['seconds_per_image'] * 1e3:.2f} ms per image "
                      f"(best batch {f['batch_size']}); the floors use the pass as timed beside each row (forward ms).")
     lines += ["", "| protocol | method | maps | images together | images/min | explain s/img | evaluation s/img | passes | "
-              "forward ms | solves s/img | floor s/img | floor ÷ evaluation | passes only ÷ evaluation |",
+              "forward ms | other work s/img | floor s/img | floor ÷ evaluation | passes only ÷ evaluation |",
               "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def fmt(value, spec):
         return "–" if value is None else format(value, spec)
 
     for r in result["rows"]:
-        solves = r.get("solve_seconds") or None
+        other_work = r.get("other_work_seconds") or None
         lines.append(f"| {r['protocol']} | {r['method']} | {'enhanced' if r['enhanced'] else 'plain'} | {r['image_group']} | "
                      f"{r['images_per_minute']:.1f} | {r['explain_seconds']:.3f} | {r['evaluation_seconds']:.3f} | "
-                     f"{r['model_passes']:g} | {r['forward_seconds'] * 1e3:.2f} | {fmt(solves, '.3f')} | "
+                     f"{r['model_passes']:g} | {r['forward_seconds'] * 1e3:.2f} | {fmt(other_work, '.3f')} | "
                      f"{fmt(r['floor_seconds'], '.3f')} | {fmt(r['ratio'], '.2f')} | {fmt(r.get('passes_only_ratio'), '.2f')} |")
     return "\n".join(lines) + "\n"
 

@@ -1,7 +1,7 @@
 """The protocol throughput benchmark, run briefly on the real EfficientNet-Lite0: its report's
 shape and arithmetic are checked (the floor is the family's declared passes times the forward
-pass measured beside the row, plus ROAD's sparse solves timed alone), not its timings, which are
-measurements."""
+pass measured beside the row, plus the other work a family must do, timed alone: ROAD's sparse
+solves and infidelity's draws), not its timings, which are measurements."""
 import json
 
 import pytest
@@ -37,10 +37,14 @@ def test_a_short_run_reports_every_method_plain_and_enhanced_against_its_floor(t
         assert len(row["evaluation_runs"]) == 2 and row["evaluation_seconds"] == min(row["evaluation_runs"])
         assert row["images_per_minute"] == pytest.approx(60 / row["seconds_per_image"])
         assert row["forward_seconds"] > 0
-        assert row["solve_seconds"] == 0
+        if name == "yeh-infidelity-v1":
+            # 10 × 3×224×224 float64 normals: well beyond a millisecond
+            assert row["other_work_seconds"] > 1e-3
+        else:
+            assert row["other_work_seconds"] == 0
         if passes:
-            assert row["floor_seconds"] == pytest.approx(passes * row["forward_seconds"])
-            assert row["passes_only_ratio"] == pytest.approx(row["ratio"])
+            assert row["floor_seconds"] == pytest.approx(passes * row["forward_seconds"] + row["other_work_seconds"])
+            assert row["passes_only_ratio"] == pytest.approx(passes * row["forward_seconds"] / row["evaluation_seconds"])
             assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
         else:
             assert row["floor_seconds"] is None and row["ratio"] is None
@@ -59,8 +63,8 @@ def test_the_road_floor_adds_its_sparse_solves_to_its_passes(tmp_path, monkeypat
         passes_floor = row["model_passes"] * row["forward_seconds"]
         # 14 solves of 5 000–45 000 unknowns take well beyond a millisecond. They are timed apart from the
         # evaluation, so on a shared machine either can come out longer: no bound between the two.
-        assert row["solve_seconds"] > 1e-3
-        assert row["floor_seconds"] == pytest.approx(passes_floor + row["solve_seconds"])
+        assert row["other_work_seconds"] > 1e-3
+        assert row["floor_seconds"] == pytest.approx(passes_floor + row["other_work_seconds"])
         assert row["ratio"] == pytest.approx(row["floor_seconds"] / row["evaluation_seconds"])
         assert row["passes_only_ratio"] == pytest.approx(passes_floor / row["evaluation_seconds"])
-    assert "| solves s/img |" in (tmp_path / "road.md").read_text()
+    assert "| other work s/img |" in (tmp_path / "road.md").read_text()
