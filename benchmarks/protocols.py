@@ -97,29 +97,15 @@ class TimedExplainer:
         self.seconds += time.perf_counter() - started
         return out
 
-    def top1_map(self, x):
-        """``(map, class)`` of a ``1×C×H×W`` input's top-1 class, named by the explainer's forward pass."""
+    def top1_map(self, module, x):
+        """``(map, class)`` of a ``1×C×H×W`` input's top-1 class, named by the explainer's forward
+        pass (:data:`experiments.core.metrics.base.Explainer`), as in a worker's run: no extra clean
+        pass is timed against the protocol."""
         started = time.perf_counter()
         [result] = explain(self.classifier, x, self.key, targets=None, params=self.params, enhance=self.enhance or None)
         _sync(x.device)
         self.seconds += time.perf_counter() - started
         return result.saliency, result.target
-
-
-class WorkerContext(ImageContext):
-    """An image's context whose top-1 comes with its map, as in a worker's run: the explainer's
-    own forward pass names the class (``explain(..., targets=None)``), so no extra clean pass is
-    timed against the protocol."""
-
-    def __init__(self, *, explainer: TimedExplainer, **kwargs):
-        super().__init__(explainer=explainer, **kwargs)
-        self.timed = explainer
-
-    def maps(self, prep, targets):
-        if None in targets and prep not in self._top1:
-            saliency, class_id = self.timed.top1_map(self.inputs(prep)[1])
-            self._top1[prep], self._maps[(prep, class_id)] = class_id, saliency
-        return super().maps(prep, targets)
 
 
 def road_solve_seconds(protocol, evaluated) -> float:
@@ -215,9 +201,9 @@ def run(args) -> dict:
         groups = [list(enumerate(samples))[i:i + group] for i in range(0, len(samples), group)]
 
         def contexts_of(explainer, items):
-            return [WorkerContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
-                                  sample=sample, image=image, explainer=explainer,
-                                  num_classes=len(classifier.class_names), seed=0, index=index, device=device)
+            return [ImageContext(model=classifier.module, mean=classifier.mean, std=classifier.std,
+                                 sample=sample, image=image, explainer=explainer,
+                                 num_classes=len(classifier.class_names), seed=0, index=index, device=device)
                     for index, (sample, image) in items]
 
         def evaluate(contexts):

@@ -22,7 +22,9 @@ from ..imageops import preprocess_pixels
 from ..protocols import Preprocessing, Protocol
 from .passes import PassGenerator, default_batch_size, drive, drive_one
 
-#: ``(module, normalised B×3×H×W batch, targets) → B×H×W`` maps.
+#: ``(module, normalised B×3×H×W batch, targets) → B×H×W`` maps. An explainer may also have
+#: ``top1_map(module, normalised 1×3×H×W input) → (H×W map, class)``: the map of the class its own
+#: forward pass ranks first, which spares :class:`ImageContext` a clean pass to name that class.
 Explainer = Callable[[torch.nn.Module, torch.Tensor, Sequence[int]], torch.Tensor]
 
 #: What a family may need from a data set: integer labels, per-class boxes/masks, foreground masks.
@@ -134,7 +136,12 @@ class ImageContext:
         return saliency, class_id
 
     def maps(self, prep: Preprocessing, targets: Sequence[int | None]) -> list[tuple[torch.Tensor, int]]:
-        """``(S×S map, explained class)`` per target (``None`` = the clean top-1)."""
+        """``(S×S map, explained class)`` per target (``None`` = the clean top-1, named by the
+        explainer's own forward pass where it has ``top1_map``, else by a clean pass)."""
+        top1_map = getattr(self._explainer, "top1_map", None)
+        if None in targets and prep not in self._top1 and top1_map is not None:
+            saliency, class_id = top1_map(self.model, self.inputs(prep)[1])
+            self._top1[prep], self._maps[(prep, int(class_id))] = int(class_id), torch.as_tensor(saliency)
         wanted = [self.top1(prep) if t is None else int(t) for t in targets]
         missing = [t for t in dict.fromkeys(wanted) if (prep, t) not in self._maps]
         if missing:
