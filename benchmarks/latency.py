@@ -1,10 +1,11 @@
 """Time from clicking Generate to each map visible in the browser, against the method's own runtime.
 
     .venv/bin/python -m benchmarks.latency [--methods gradcam msgcam] [--rounds 3]
-        [--conditions idle experiment load] [--host http://127.0.0.1:8000] [--out benchmarks/results]
+        [--conditions idle experiment load] [--upload PHOTO] [--host http://127.0.0.1:8000]
+        [--out benchmarks/results]
 
-Headless Chromium (Debian's, through Playwright) registers, opens Explain, picks a sample photo,
-ticks the methods and clicks Generate; an observer in the page stamps the moment each result card
+Headless Chromium (Debian's, through Playwright) registers, opens Explain, picks a sample photo
+(or, with ``--upload``, uploads that file afresh every round, as a phone photo would come), ticks the methods and clicks Generate; an observer in the page stamps the moment each result card
 reports ``data-status=done`` (set once its map is drawn). The gap is visible-after minus the
 runtime the job row records (``seconds``): queueing, polling, transfer and drawing.
 
@@ -32,7 +33,7 @@ from benchmarks.loadtest import experiment_submit, started_site
 SELECTORS = {
     "register_username": "#id_username", "register_password1": "#id_password1",
     "register_password2": "#id_password2", "submit": "button[type=submit]",
-    "sample": "#samples [data-sample='{key}']", "predictions_ready": "#predictions tr",
+    "sample": "#samples [data-sample='{key}']", "upload": "#image-input", "predictions_ready": "#predictions tr",
     "method_pick": "#method-list li[data-method='{key}'] input.pick",
     "generate": "[data-testid=generate]", "cards": "#results .card",
 }
@@ -93,8 +94,9 @@ def _timeline(clicked_ms: float, visible_ms: float, job: dict | None) -> dict:
             "worker_overhead_s": finished - started - seconds, "method_s": seconds, "page_s": visible - finished}
 
 
-def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") -> list[dict]:
-    """``rounds`` Generate clicks in one browser session; one row per method per round."""
+def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee", upload: Path | None = None) -> list[dict]:
+    """``rounds`` Generate clicks in one browser session; one row per method per round, each on
+    the bundled ``sample`` or on a fresh upload of ``upload``."""
     from playwright.sync_api import sync_playwright
 
     rows = []
@@ -112,7 +114,10 @@ def measure(host: str, methods: list[str], rounds: int, sample: str = "coffee") 
         page.wait_for_load_state()
         for index in range(rounds):
             page.goto(f"{host}/explain/")
-            page.click(SELECTORS["sample"].format(key=sample))
+            if upload is not None:
+                page.set_input_files(SELECTORS["upload"], str(upload))
+            else:
+                page.click(SELECTORS["sample"].format(key=sample))
             page.wait_for_selector(f"{SELECTORS['predictions_ready']} >> nth=0")
             for key in methods:
                 page.check(SELECTORS["method_pick"].format(key=key))
@@ -174,7 +179,7 @@ def condition(name: str, host: str, load_users: int):
 
 
 def render(results: dict) -> str:
-    lines = ["## Generate → map visible (median over rounds)", "",
+    lines = [f"## Generate → map visible (median over rounds; photo: {results.get('photo', 'sample coffee')})", "",
              "The gap is visible after minus the method's runtime; its parts: the page's request, the wait "
              "for a worker (queue), the worker's time around the method, and job finished → map drawn (page).", "",
              "| condition | method | runtime s | visible after s | gap s | worst gap s "
@@ -200,16 +205,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--conditions", nargs="+", default=["idle", "experiment"],
                         choices=["idle", "experiment", "load"])
     parser.add_argument("--load-users", type=int, default=20)
+    parser.add_argument("--upload", type=Path, help="a photo file uploaded every round, in place of a bundled sample")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args(argv)
+    if args.upload is not None and not args.upload.is_file():
+        parser.error(f"--upload: no file at {args.upload}")
     if args.host and not args.host.startswith(("http://127.", "http://localhost")):
         parser.error("--host must be on loopback")
-    results = {"methods": args.methods, "rounds": args.rounds, "conditions": {}, "rows": {}}
+    results = {"methods": args.methods, "rounds": args.rounds,
+               "photo": f"upload {args.upload.name}" if args.upload else "sample coffee", "conditions": {}, "rows": {}}
     with contextlib.ExitStack() as stack:
         host = args.host.rstrip("/") if args.host else stack.enter_context(started_site())
         for name in args.conditions:
             with condition(name, host, args.load_users):
-                rows = measure(host, args.methods, args.rounds)
+                rows = measure(host, args.methods, args.rounds, upload=args.upload)
             results["rows"][name] = rows
             results["conditions"][name] = summarise(rows)
             if args.out:  # after each condition: a later one that fails keeps the earlier figures
