@@ -6,9 +6,7 @@ import dataclasses
 import io
 import json
 import logging
-import threading
 import time
-from collections import OrderedDict
 from datetime import timedelta
 from typing import Any, Iterable, Mapping
 
@@ -26,6 +24,7 @@ from ..core.engine import explain, explain_many, shared_pass_key
 from ..models import ClassifierModel, ExplanationSet, InputImage, Job
 from ..selectors import method_availability, method_setting_for
 from .classifiers import classifier_load, classifier_model_layers_ensure
+from .images import image_input_read
 
 logger = logging.getLogger(__name__)
 
@@ -141,35 +140,6 @@ def explanation_jobs_create(*, explanation_set: ExplanationSet, target: int,
     return jobs
 
 
-#: Preprocessed inputs this worker process made last. A set's prediction, its maps and every later
-#: Generate on it read the same stored photo, and a phone's 12-megapixel PNG takes about half a
-#: second to decode and resize (a 451×300 one 9 ms): only the first job of a set pays that here.
-INPUT_CACHE_SIZE = 16
-_inputs: OrderedDict[tuple, tuple[Any, Any]] = OrderedDict()
-_inputs_lock = threading.Lock()
-
-
-def _input_for(explanation_set: ExplanationSet, classifier, region: str = "crop"):
-    """``(3×S×S normalised input, geometry)`` of the set's photo for ``classifier``; the input is
-    the caller's own copy."""
-    image = explanation_set.image
-    # Everything ``imaging.preprocess`` reads; a stored photo never changes under its checksum.
-    key = (image.pk, image.sha256, classifier.family, classifier.resize_size, classifier.input_size,
-           tuple(classifier.mean), tuple(classifier.std), region)
-    with _inputs_lock:
-        made = _inputs.get(key)
-        if made is not None:
-            _inputs.move_to_end(key)
-    if made is None:
-        made = imaging.preprocess(imaging.load_image(image.file.path), classifier, region=region)
-        with _inputs_lock:
-            _inputs[key] = made
-            while len(_inputs) > INPUT_CACHE_SIZE:
-                _inputs.popitem(last=False)
-    x, geometry = made
-    return x.clone(), geometry
-
-
 def _top_k(probabilities, class_names, k: int = 5) -> list[dict]:
     values, indices = probabilities.topk(min(k, probabilities.numel()))
     return [{"index": int(i), "name": class_names[int(i)], "probability": float(v)} for v, i in zip(values, indices)]
@@ -238,7 +208,7 @@ def jobs_run(*, jobs: list[Job], worker: str = "") -> list[Job]:
     try:
         explanation_set = todo[0].explanation_set
         classifier = classifier_load(model=explanation_set.model)
-        x, geometry = _input_for(explanation_set, classifier, todo[0].region)
+        x, geometry = image_input_read(image=explanation_set.image, classifier=classifier, region=todo[0].region)
         results = explain_many(classifier, x[None], [job.method_key for job in todo],
                                targets=[todo[0].target], params=[job.params for job in todo], seed=0)
         for index, [result] in results:
@@ -317,7 +287,7 @@ def _run_prediction(job: Job) -> None:
 
     explanation_set = job.explanation_set
     classifier = _classifier_for(job, progress=0.4)
-    x, _ = _input_for(explanation_set, classifier)
+    x, _ = image_input_read(image=explanation_set.image, classifier=classifier)
     with torch.no_grad():
         logits = classifier.module(x[None].to(classifier.device)).float().cpu()[0]
     top = _top_k(torch.softmax(logits, dim=0), classifier.class_names)
@@ -330,7 +300,7 @@ def _run_prediction(job: Job) -> None:
 def _run_explanation(job: Job) -> None:
     explanation_set = job.explanation_set
     classifier = _classifier_for(job, progress=0.2)
-    x, geometry = _input_for(explanation_set, classifier, job.region)
+    x, geometry = image_input_read(image=explanation_set.image, classifier=classifier, region=job.region)
     enhance = (job.enhance_params or True) if job.enhance else None
     [result] = explain(classifier, x[None], job.method_key, targets=[job.target], params=job.params,
                        enhance=enhance, seed=0)
